@@ -1,0 +1,1 @@
+"""OpenClaw V2 gateway: accepts agent messages as tasks and answers at once."""

@@ -1,0 +1,44 @@
+"""Loading a task for one tenant: the live record first, the SQL store after it expires."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+
+from app import keys
+from app.context import GatewayContext
+from app.errors import not_found
+from app.live import pairs, text
+from app.schemas import TaskOut
+
+WITH_PARTIAL = ("running", "cancelled", "timed_out", "failed")
+
+
+def check_task_id(task_id: str) -> None:
+    try:
+        uuid.UUID(task_id)
+    except ValueError:
+        raise not_found(task_id) from None
+
+
+async def live_fields(ctx: GatewayContext, task_id: str) -> tuple[dict[str, str], str | None]:
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.hgetall(keys.task_key(task_id))
+    pipe.get(keys.partial_key(task_id))
+    raw_fields, raw_partial = await pipe.execute()
+    fields = pairs([v for pair in raw_fields.items() for v in pair])
+    return fields, text(raw_partial) if raw_partial is not None else ""
+
+
+async def load_task(ctx: GatewayContext, tenant: str, task_id: str) -> TaskOut:
+    check_task_id(task_id)
+    fields, partial = await live_fields(ctx, task_id)
+    if fields.get("state"):
+        if fields.get("tenant") != tenant:
+            raise not_found(task_id)
+        return TaskOut.from_live(fields, partial if fields["state"] in WITH_PARTIAL else None)
+    row = await anyio.to_thread.run_sync(ctx.store.get, task_id)
+    if row is None or row.tenant != tenant:
+        raise not_found(task_id)
+    return TaskOut.from_row(row)

@@ -1,0 +1,56 @@
+"""Expected duration of a task, before it runs.
+
+Order of trust: the client's `estimated_seconds`; then what this agent's finished tasks
+took (an exponentially weighted mean kept in Redis, learnt by the workers); then a rough
+guess from the message length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from app import keys
+
+MIN_SAMPLES = 5
+EWMA_WEIGHT = 0.2
+
+# Keeps a per-agent EWMA of durations: fields n (capped) and mean.
+_LEARN = r"""
+local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':n') or '0')
+local mean = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':mean') or ARGV[2])
+local w = math.max(tonumber(ARGV[3]), 1 / (n + 1))
+mean = mean + w * (tonumber(ARGV[2]) - mean)
+redis.call('HSET', KEYS[1], ARGV[1] .. ':n', math.min(n + 1, 1000000),
+  ARGV[1] .. ':mean', string.format('%.3f', mean))
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    source: str  # client | learned | heuristic
+
+
+def heuristic_seconds(text_chars: int) -> float:
+    # Agent runs cost seconds even for "hi"; long prompts tend to mean long work.
+    return round(min(5.0 + text_chars / 400.0, 600.0), 1)
+
+
+async def estimate(
+    client: aioredis.Redis, agent_id: str, text_chars: int, hint: float | None
+) -> Estimate:
+    if hint is not None:
+        return Estimate(float(hint), "client")
+    n, mean = await client.hmget(keys.ESTIMATES, f"{agent_id}:n", f"{agent_id}:mean")
+    if n is not None and mean is not None and int(n) >= MIN_SAMPLES:
+        return Estimate(round(float(mean), 1), "learned")
+    return Estimate(heuristic_seconds(text_chars), "heuristic")
+
+
+def learn(client: redis.Redis, agent_id: str, duration_seconds: float) -> None:
+    """Called by workers when a task succeeds."""
+    client.eval(_LEARN, 1, keys.ESTIMATES, agent_id, f"{duration_seconds:.3f}", EWMA_WEIGHT)

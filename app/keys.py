@@ -1,0 +1,51 @@
+"""Names of every Redis key and channel V2 writes, in one place.
+
+Each key here has a TTL or a bound; the comment says which.
+"""
+
+from __future__ import annotations
+
+PREFIX = "v2"
+
+# Pub/sub: every task event, fanned out by each gateway to its own clients.
+EVENTS_CHANNEL = f"{PREFIX}:events"
+# Pub/sub: control messages to workers (cancel a running task).
+CONTROL_CHANNEL = f"{PREFIX}:control"
+# Sorted set task_id -> lease expiry (unix s); bounded by the number of running tasks.
+LEASES = f"{PREFIX}:leases"
+# Sorted set task_id -> absolute deadline (unix s) of every live task; bounded by the
+# number of live tasks (at most the queue limits plus the running ones).
+DEADLINES = f"{PREFIX}:deadlines"
+# Sorted set holder -> expiry: V1 run slots in use; bounded by the V1 budget.
+V1_SLOTS = f"{PREFIX}:v1slots"
+# Hash: paused queues (operators); bounded by the number of queues.
+PAUSED_QUEUES = f"{PREFIX}:paused-queues"
+# Hash agent -> learned duration stats; bounded by the number of agents.
+ESTIMATES = f"{PREFIX}:estimates"
+# Hash: circuit breaker state of V1; one key.
+BREAKER = f"{PREFIX}:breaker"
+
+
+def task_key(task_id: str) -> str:
+    """Hash with the live record of one task (TTL: absolute limit while live, result TTL after)."""
+    return f"{PREFIX}:task:{task_id}"
+
+
+def events_key(task_id: str) -> str:
+    """Stream with the task's event log (MAXLEN-bounded, same TTL as the task hash)."""
+    return f"{PREFIX}:events:{task_id}"
+
+
+def partial_key(task_id: str) -> str:
+    """String with the output streamed so far (same TTL as the task hash)."""
+    return f"{PREFIX}:partial:{task_id}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    """String idempotency key -> task id (TTL: result TTL)."""
+    return f"{PREFIX}:idem:{tenant}:{key}"
+
+
+def session_key(agent_id: str, session_id: str) -> str:
+    """List of task ids of one (agent, session) in submission order (TTL refreshed on use)."""
+    return f"{PREFIX}:session:{agent_id}:{session_id}"

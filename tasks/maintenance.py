@@ -1,0 +1,150 @@
+"""`python -m tasks.maintenance`: the system's housekeeping loop (run with the system).
+
+- Crash recovery by lease: a running task whose lease ran out is re-dispatched within
+  seconds (if V1 had not answered yet), or ended with a clear reason (if it had: the agent
+  may have acted, so only the user may retry it). Celery's broker cannot do this for long
+  tasks (see stack-facts: visibility timeout).
+- Absolute limit: a task still queued or paused 7 days after submission ends `timed_out`.
+- Retention: finished tasks older than RETENTION_DAYS leave the SQL store.
+
+Several instances may run at once: every step is an atomic script with fencing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from celery import Celery
+
+from app import keys
+from app.live import LiveStore, finalize_result, recover_call, text
+from app.mirror import mirror_live
+from app.settings import Settings, get_settings
+from app.store.repo import TaskStore
+from tasks.dispatch import dispatch
+from tasks.run import WORKER_LOST_AFTER_OUTPUT
+
+log = logging.getLogger(__name__)
+RETENTION_EVERY = 600.0
+
+
+class Maintenance:
+    def __init__(self, settings: Settings, live: LiveStore, store: TaskStore, celery: Celery):
+        self.settings = settings
+        self.live = live
+        self.store = store
+        self.celery = celery
+        self._last_retention = 0.0
+
+    def run_once(self) -> dict[str, int]:
+        counts = {"recovered": self.recover_expired_leases(), "expired": self.expire_overdue()}
+        if time.monotonic() - self._last_retention > RETENTION_EVERY:
+            counts["deleted"] = self.apply_retention()
+            self._last_retention = time.monotonic()
+        return counts
+
+    def recover_expired_leases(self) -> int:
+        now = time.time()
+        ids = [text(v) for v in self.live.redis.zrangebyscore(keys.LEASES, "-inf", now, 0, 200)]
+        done = 0
+        for task_id in ids:
+            fence = f"recovery:{uuid.uuid4().hex}"
+            action, attempts, queue = (text(v) for v in self.live.run(recover_call(task_id, fence)))
+            if action == "gone":
+                continue
+            done += 1
+            log.warning("task %s: lease expired (worker lost): %s", task_id, action)
+            if action == "cancel":
+                self._finish(task_id, "cancelled", fence, reason="cancelled by request")
+            elif action == "lost_after_output":
+                self._finish(task_id, "failed", fence, error=WORKER_LOST_AFTER_OUTPUT)
+            elif int(attempts) >= self.settings.max_attempts:
+                error = {"type": "worker_lost", "message": f"workers died during all "
+                         f"{attempts} attempts of this task"}  # fmt: skip
+                self._finish(task_id, "failed", fence, error=error)
+            else:
+                error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
+                call = self.live.calls.requeue(task_id, fence, 0.0, error, queue)
+                dispatch_no = int(self.live.run(call))
+                if dispatch_no > 0:
+                    dispatch(self.celery, task_id, queue, dispatch_no)
+                    self._mirror(task_id, "re-dispatched after its worker was lost")
+        return done
+
+    def expire_overdue(self) -> int:
+        now = time.time()
+        ids = [text(v) for v in self.live.redis.zrangebyscore(keys.DEADLINES, "-inf", now, 0, 200)]
+        done = 0
+        reason = (f"still waiting when the absolute limit ({self.settings.absolute_time_limit}s "
+                  "from submission) ran out")  # fmt: skip
+        for task_id in ids:
+            ended = False
+            for state in ("queued", "paused"):
+                call = self.live.calls.finalize(
+                    task_id, "timed_out", reason=reason, only_from=state,
+                    error={"type": "timed_out", "message": reason},
+                )  # fmt: skip
+                outcome = finalize_result(self.live.run(call))
+                if outcome.ended:
+                    ended = True
+                    self._mirror(task_id, reason, outcome.detail)
+                    break
+                if outcome.code == 0:  # gone or already ended: stop tracking it
+                    self.live.redis.zrem(keys.DEADLINES, task_id)
+                    break
+            done += ended
+        return done
+
+    def apply_retention(self) -> int:
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        return self.store.delete_finished_before(cutoff)
+
+    def _finish(self, task_id: str, state: str, token: str, **kwargs: object) -> None:
+        call = self.live.calls.finalize(task_id, state, token=token, **kwargs)  # type: ignore[arg-type]
+        outcome = finalize_result(self.live.run(call))
+        if outcome.ended:
+            self._mirror(task_id, "worker lost", outcome.detail)
+
+    def _mirror(self, task_id: str, detail: str, partial: str | None = None) -> None:
+        mirror_live(self.store, task_id, self.live.get(task_id), partial, detail)
+
+
+def main() -> None:
+    import redis
+
+    from app.store.db import create_store_engine
+    from tasks.celery_app import create_celery_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.require_redis_url(), socket_keepalive=True)
+    maintenance = Maintenance(
+        settings,
+        LiveStore(client, settings),
+        TaskStore(create_store_engine(settings.database_url)),
+        create_celery_app(settings),
+    )
+    stop = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("maintenance running (lease %ss)", settings.lease_seconds)
+    while not stop.is_set():
+        try:
+            maintenance.run_once()
+        except Exception:  # a Redis blip must not end housekeeping
+            log.exception("maintenance round failed")
+        stop.wait(1.0)
+
+
+if __name__ == "__main__":
+    main()

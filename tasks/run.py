@@ -1,0 +1,192 @@
+"""The Celery task that runs one V2 task: claim it, call V1, record how it ended.
+
+The message carries only the task id and a dispatch number; the request itself (user
+text) stays in Redis/SQL, so it never shows in Celery's arguments, Flower or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import gevent
+from celery import shared_task
+from celery.worker import state as worker_state
+from greenlet import GreenletExit
+
+from app.live import claim_result, finalize_result
+from app.mirror import mirror_live
+from tasks.dispatch import dispatch
+from tasks.errors import LeaseLost, TaskCancelled, TaskRunError, TaskTimeLimit
+from tasks.progress import ProgressEmitter
+from tasks.runtime import WorkerRuntime, get_runtime
+from tasks.supervision import RunningTask
+
+log = logging.getLogger(__name__)
+
+WORKER_LOST_AFTER_OUTPUT = {
+    "type": "worker_lost",
+    "message": "the worker running this task died after V1 had started answering; it was not "
+    "re-run automatically because the agent may already have acted. Retry it with "
+    "POST /v1/tasks/{id}/retry.",
+}
+
+
+@shared_task(name="openclaw.run", bind=True, ignore_result=True)
+def run_task(self: Any, task_id: str, dispatch_no: str = "") -> str:
+    runtime = get_runtime(self.app)
+    worker = str(self.request.hostname or "worker")
+    return execute(runtime, task_id, dispatch_no, worker)
+
+
+def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str) -> str:
+    token = uuid.uuid4().hex
+    live = runtime.live
+    claim = claim_result(
+        live.run(live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token,
+                                  dispatch_no))
+    )  # fmt: skip
+    if claim.outcome == "lost_after_output":
+        finish(runtime, task_id, "failed", error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost")
+        return "failed"
+    if claim.outcome == "cancel_requested":
+        finish(runtime, task_id, "cancelled", reason="cancelled by request")
+        return "cancelled"
+    if claim.outcome != "claimed":
+        # terminal / stale / duplicate / paused / missing: a redelivered or superseded
+        # message, or a paused task (resume dispatches it again). Never run it.
+        log.info("task %s not run: %s", task_id, claim.outcome)
+        return claim.outcome
+    fields = claim.fields
+    runtime.blocking(mirror_live, runtime.store, task_id, fields, None, f"attempt on {worker}")
+    return _run_claimed(runtime, task_id, token, fields)
+
+
+def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[str, str]) -> str:
+    settings = runtime.settings
+    live = runtime.live
+    request = json.loads(fields["request"])
+    attempts = int(fields.get("attempts") or 1)
+    deadline, promote_to = attempt_deadlines(fields, settings, time.time())
+    running = RunningTask(task_id, token, gevent.getcurrent(), deadline, promote_to)
+    runtime.supervisor.add(running)
+    progress = ProgressEmitter(live, task_id, token, settings.progress_interval)
+    try:
+        result = runtime.v1.chat(
+            agent_id=fields["agent_id"],
+            messages=request["messages"],
+            session_id=fields.get("session_id") or None,
+            on_answered=lambda: live.run(live.calls.mark_answered(task_id, token)),
+            on_delta=progress.add,
+        )
+        progress.flush()
+        finish(runtime, task_id, "succeeded", token=token, result=result.as_dict())
+        return "succeeded"
+    except TaskCancelled as exc:
+        _flush_quietly(progress)
+        finish(runtime, task_id, "cancelled", token=token, reason=exc.message)
+        return "cancelled"
+    except TaskTimeLimit:
+        _flush_quietly(progress)
+        reason = f"ran past its time limit ({time_limit_text(fields, settings)})"
+        finish(runtime, task_id, "timed_out", token=token, reason=reason,
+               error={"type": "timed_out", "message": reason})  # fmt: skip
+        return "timed_out"
+    except LeaseLost:
+        log.warning("task %s: lease lost, another attempt owns it", task_id)
+        return "lease_lost"
+    except TaskRunError as exc:
+        _flush_quietly(progress)
+        if runtime.policy.should_retry(exc, attempts):
+            delay = runtime.policy.delay(attempts)
+            requeue(runtime, task_id, token, delay, exc.as_dict(), fields.get("queue", "short"))
+            return "retrying"
+        finish(runtime, task_id, "failed", token=token, error=exc.as_dict())
+        return "failed"
+    except GreenletExit:
+        if worker_state.should_stop or worker_state.should_terminate:
+            # Cold shutdown: leave the lease to expire; maintenance re-dispatches the task.
+            raise
+        finish(runtime, task_id, "cancelled", token=token, reason="terminated by an operator")
+        return "cancelled"
+    finally:
+        progress.close()
+        runtime.supervisor.remove(task_id)
+
+
+def _flush_quietly(progress: ProgressEmitter) -> None:
+    try:
+        progress.flush()
+    except TaskRunError:
+        pass
+
+
+def attempt_deadlines(
+    fields: dict[str, str], settings: Any, now: float
+) -> tuple[float, float | None]:
+    """When this attempt must end, and the later end granted once by a promotion."""
+    absolute = float(fields["created_at"]) + settings.absolute_time_limit
+    client_limit = float(fields["timeout_seconds"]) if fields.get("timeout_seconds") else None
+    short_tier = fields.get("tier") == "short" and fields.get("promoted") != "1"
+    tier_limit = settings.short_time_limit if short_tier else settings.long_time_limit
+    limit = min(tier_limit, client_limit) if client_limit else tier_limit
+    deadline = min(now + limit, absolute)
+    promote_to = None
+    if short_tier and (client_limit is None or client_limit > tier_limit):
+        # A misjudged estimate should not cost the user the run: extend once, in place.
+        long_limit = min(settings.long_time_limit, client_limit or settings.long_time_limit)
+        promote_to = min(now + long_limit, absolute)
+    return deadline, promote_to
+
+
+def time_limit_text(fields: dict[str, str], settings: Any) -> str:
+    if fields.get("timeout_seconds"):
+        return f"timeout_seconds={fields['timeout_seconds']} or the tier limit"
+    long_tier = fields.get("tier") == "long" or fields.get("promoted") == "1"
+    limit = settings.long_time_limit if long_tier else settings.short_time_limit
+    return f"tier limit {limit}s"
+
+
+def finish(
+    runtime: WorkerRuntime,
+    task_id: str,
+    state: str,
+    *,
+    token: str = "",
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    reason: str = "",
+    detail: str | None = None,
+) -> bool:
+    live = runtime.live
+    call = live.calls.finalize(task_id, state, token=token, result=result, error=error,
+                               reason=reason)  # fmt: skip
+    outcome = finalize_result(live.run(call))
+    if outcome.ended:
+        runtime.blocking(
+            mirror_live, runtime.store, task_id, live.get(task_id), outcome.detail,
+            detail or reason or None,
+        )  # fmt: skip
+    return outcome.ended
+
+
+def requeue(
+    runtime: WorkerRuntime,
+    task_id: str,
+    token: str,
+    delay: float,
+    error: dict[str, Any],
+    queue: str,
+) -> None:
+    live = runtime.live
+    dispatch_no = int(live.run(live.calls.requeue(task_id, token, delay, error, queue)))
+    if dispatch_no < 0:
+        return
+    dispatch(runtime.celery, task_id, queue, dispatch_no, countdown=delay)
+    runtime.blocking(
+        mirror_live, runtime.store, task_id, live.get(task_id), None,
+        f"retry in {delay:.1f}s after {error.get('type')}",
+    )  # fmt: skip

@@ -1,0 +1,70 @@
+"""Suite-wide real components: one Valkey, one V1 simulator, one running system.
+
+pytest-celery's plugin is disabled (`-p no:celery` in pyproject): it needs Docker. The
+workers here are real `celery worker -P gevent` processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.embedded_valkey import EmbeddedValkey
+from tests.harness import V1_TOKEN, System
+from v1sim.process import SimulatorProcess
+
+_db_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
+    log = tmp_path_factory.mktemp("sim") / "v1sim.log"
+    with SimulatorProcess(token=V1_TOKEN, agents=("main", "coder"), capacity=200,
+                          default_agent="main", log_path=log) as sim:  # fmt: skip
+        yield sim
+
+
+def new_system(
+    valkey: EmbeddedValkey, v1_url: str, workdir: Path, **overrides: str
+) -> System:
+    return System(
+        redis_base=valkey.url.rsplit("/", 1)[0],
+        db=next(_db_numbers),
+        v1_url=v1_url,
+        workdir=workdir,
+        overrides=overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def system(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """The shared system: gateway, one worker on all queues, maintenance."""
+    sys_ = new_system(valkey, simulator.url, tmp_path_factory.mktemp("system"))
+    try:
+        sys_.start_gateway()
+        sys_.start_worker()
+        sys_.start_maintenance()
+        yield sys_
+    finally:
+        sys_.stop()
+
+
+@pytest.fixture
+def redis_client(system: System) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(system.redis_url)
+    yield client
+    client.close()

@@ -1,0 +1,54 @@
+"""End to end: submit -> route -> Celery worker -> V1 simulator -> stored result."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.harness import System, submit, tag, wait_terminal
+from v1sim.process import SimulatorProcess
+
+
+def expected_text(chunks: int) -> str:
+    return "".join(f"tok{i} " for i in range(chunks))
+
+
+@pytest.mark.parametrize(
+    ("fields", "queue"),
+    [
+        ({}, "short"),
+        ({"estimated_seconds": 120}, "long"),
+        ({"priority": 9}, "priority"),
+        ({"priority": 9, "estimated_seconds": 120}, "priority"),
+    ],
+)
+def test_task_runs_end_to_end_in_its_queue(
+    system: System, simulator: SimulatorProcess, fields: dict[str, object], queue: str
+) -> None:
+    marker = tag()
+    with system.client() as api:
+        created = submit(api, f"hello [sim:chunks=7] [sim:tag={marker}]", **fields)
+        assert created["state"] == "queued"
+        assert created["queue"] == queue
+        done = wait_terminal(api, created["task_id"])
+    assert done["state"] == "succeeded", done
+    assert done["result"]["content"] == expected_text(7)
+    assert done["result"]["finish_reason"] == "stop"
+    assert done["attempts"] == 1
+    assert done["started_at"] and done["finished_at"]
+    requests = simulator.requests(tag=marker)
+    assert len(requests) == 1 and requests[0]["agent"] == "main"
+
+
+def test_submit_answers_with_routing_details(system: System) -> None:
+    with system.client() as api:
+        started = time.perf_counter()
+        response = api.post("/v1/tasks", json={"message": "hi", "priority": 3})
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == f"/v1/tasks/{body['task_id']}"
+    assert body["priority"] == 3 and body["queue"] == "short"
+    assert body["estimate_source"] == "heuristic" and body["estimated_seconds"] > 0
+    assert elapsed < 5  # sanity only; latency is measured in bench/, not here
