@@ -46,17 +46,27 @@ class EmbeddedValkey:
     def command(self) -> list[str]:
         return [
             valkey_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--pidfile", str((self.data_dir / "valkey.pid").resolve()),
-            "--logfile", str((self.data_dir / "valkey.log").resolve()),
-            "--protected-mode", "yes",
-            "--databases", "64",
-        ]  # fmt: skip
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--pidfile",
+            str((self.data_dir / "valkey.pid").resolve()),
+            "--logfile",
+            str((self.data_dir / "valkey.log").resolve()),
+            "--protected-mode",
+            "yes",
+            "--databases",
+            "64",
+        ]
 
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -70,12 +70,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(err.get("type") == "json_invalid" for err in errors):
-            return JSONResponse(envelope("malformed_json", "the request body is not valid JSON"), 400)
+            return JSONResponse(
+                envelope("malformed_json", "the request body is not valid JSON"), 400
+            )
         details = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-             "problem": err.get("msg")}
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "problem": err.get("msg"),
+            }
             for err in errors
-        ]  # fmt: skip
+        ]
         message = "; ".join(_describe(err) for err in errors) or "invalid request"
         return JSONResponse(envelope("invalid_request", message, details=details), 422)
 

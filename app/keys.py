@@ -16,6 +16,10 @@ LEASES = f"{PREFIX}:leases"
 # Sorted set task_id -> absolute deadline (unix s) of every live task; bounded by the
 # number of live tasks (at most the queue limits plus the running ones).
 DEADLINES = f"{PREFIX}:deadlines"
+# Sorted set task_id -> when it must be handed to Celery (unix s): retries wait here for
+# their delay, and a fresh task stays here until its sender confirms the publish (if the
+# sender dies first, maintenance publishes it). Bounded by the number of live tasks.
+DISPATCH_DUE = f"{PREFIX}:dispatch-due"
 # Sorted set holder -> expiry: V1 run slots in use; bounded by the V1 budget.
 V1_SLOTS = f"{PREFIX}:v1slots"
 # Hash: paused queues (operators); bounded by the number of queues.

@@ -19,6 +19,8 @@ from app import keys, live_scripts
 from app.settings import Settings
 
 Arg = str | int | float
+# Seconds a publisher has to confirm a new task's publish before maintenance does it.
+PUBLISH_GRACE = 30
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,22 @@ class LiveCalls:
             flat.extend((name, value))
         return ScriptCall(
             live_scripts.CREATE,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.DEADLINES],
-            [task_id, self.live_ttl, self.maxlen, keys.EVENTS_CHANNEL, dumps(queued_data),
-             deadline, *flat],
+            [keys.task_key(task_id), keys.events_key(task_id), keys.DEADLINES, keys.DISPATCH_DUE],
+            [
+                task_id,
+                self.live_ttl,
+                self.maxlen,
+                keys.EVENTS_CHANNEL,
+                dumps(queued_data),
+                deadline,
+                PUBLISH_GRACE,
+                *flat,
+            ],
         )
 
-    def claim(self, task_id: str, worker: str, lease: float, token: str, dispatch: str) -> ScriptCall:
+    def claim(
+        self, task_id: str, worker: str, lease: float, token: str, dispatch: str
+    ) -> ScriptCall:
         return ScriptCall(
             live_scripts.CLAIM,
             [keys.task_key(task_id), keys.events_key(task_id), keys.LEASES],
@@ -99,9 +111,16 @@ class LiveCalls:
         return ScriptCall(
             live_scripts.PROGRESS,
             [keys.task_key(task_id), keys.events_key(task_id), keys.partial_key(task_id)],
-            [task_id, token, delta, dumps({"delta": delta}), self.maxlen,
-             keys.EVENTS_CHANNEL, self.live_ttl],
-        )  # fmt: skip
+            [
+                task_id,
+                token,
+                delta,
+                dumps({"delta": delta}),
+                self.maxlen,
+                keys.EVENTS_CHANNEL,
+                self.live_ttl,
+            ],
+        )
 
     def finalize(
         self,
@@ -114,38 +133,73 @@ class LiveCalls:
         reason: str = "",
         only_from: str = "",
     ) -> ScriptCall:
+        if error is None and state in ("cancelled", "timed_out"):
+            error = {"type": state, "message": reason or state}
         return ScriptCall(
             live_scripts.FINALIZE,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.partial_key(task_id),
-             keys.LEASES, keys.DEADLINES],
-            [task_id, token, state, dumps(result or {}), dumps(error or {}), reason,
-             self.result_ttl, self.maxlen, keys.EVENTS_CHANNEL, only_from],
-        )  # fmt: skip
+            [
+                keys.task_key(task_id),
+                keys.events_key(task_id),
+                keys.partial_key(task_id),
+                keys.LEASES,
+                keys.DEADLINES,
+                keys.DISPATCH_DUE,
+            ],
+            [
+                task_id,
+                token,
+                state,
+                dumps(result or {}),
+                dumps(error or {}),
+                reason,
+                self.result_ttl,
+                self.maxlen,
+                keys.EVENTS_CHANNEL,
+                only_from,
+            ],
+        )
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str
     ) -> ScriptCall:
         return ScriptCall(
             live_scripts.REQUEUE,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.LEASES,
-             keys.partial_key(task_id)],
-            [task_id, token, f"{delay:.3f}", dumps(error), self.maxlen, keys.EVENTS_CHANNEL,
-             queue],
-        )  # fmt: skip
+            [
+                keys.task_key(task_id),
+                keys.events_key(task_id),
+                keys.LEASES,
+                keys.partial_key(task_id),
+                keys.DISPATCH_DUE,
+            ],
+            [task_id, token, f"{delay:.3f}", dumps(error), self.maxlen, keys.EVENTS_CHANNEL, queue],
+        )
 
     def cancel(self, task_id: str, reason: str) -> ScriptCall:
         return ScriptCall(
             live_scripts.CANCEL,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.partial_key(task_id),
-             keys.LEASES, keys.DEADLINES],
-            [task_id, reason, self.result_ttl, self.maxlen, keys.EVENTS_CHANNEL,
-             keys.CONTROL_CHANNEL],
-        )  # fmt: skip
+            [
+                keys.task_key(task_id),
+                keys.events_key(task_id),
+                keys.partial_key(task_id),
+                keys.LEASES,
+                keys.DEADLINES,
+                keys.DISPATCH_DUE,
+            ],
+            [
+                task_id,
+                reason,
+                self.result_ttl,
+                self.maxlen,
+                keys.EVENTS_CHANNEL,
+                keys.CONTROL_CHANNEL,
+            ],
+        )
 
 
 def recover_call(task_id: str, fence_token: str) -> ScriptCall:
-    return ScriptCall(live_scripts.RECOVER, [keys.task_key(task_id), keys.LEASES],
-                      [task_id, fence_token])  # fmt: skip
+    return ScriptCall(
+        live_scripts.RECOVER, [keys.task_key(task_id), keys.LEASES], [task_id, fence_token]
+    )
 
 
 def claim_result(raw: Sequence[Any]) -> ClaimResult:

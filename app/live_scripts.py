@@ -36,22 +36,28 @@ local function expire_all(ttl, ...)
 end
 """
 
-# KEYS: task, events, deadlines. ARGV: task_id, ttl, maxlen, channel, queued_data, deadline,
-# field, value, ...
-CREATE = _PRELUDE + r"""
+# KEYS: task, events, deadlines, dispatch_due. ARGV: task_id, ttl, maxlen, channel,
+# queued_data, deadline, publish_grace, field, value, ...
+CREATE = (
+    _PRELUDE
+    + r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], tonumber(ARGV[6]), ARGV[1])
+redis.call('ZADD', KEYS[4], now() + tonumber(ARGV[7]), ARGV[1])
 emit(KEYS[1], KEYS[2], ARGV[1], 'queued', ARGV[5], ARGV[3], ARGV[4], route_of(KEYS[1]))
 expire_all(tonumber(ARGV[2]), KEYS[1], KEYS[2])
 return 1
 """
+)
 
 # KEYS: task, events, leases. ARGV: task_id, worker, lease_seconds, token, dispatch,
 # maxlen, channel. Returns {outcome, ...}; on 'claimed' the task's fields follow.
-CLAIM = _PRELUDE + r"""
+CLAIM = (
+    _PRELUDE
+    + r"""
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {'missing'} end
 if is_terminal(st) then return {'terminal', st} end
@@ -84,10 +90,13 @@ local out = {'claimed'}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
 return out
 """
+)
 
 # KEYS: task, leases. ARGV: task_id, token, lease_seconds.
 # Returns 'lost' (another attempt owns the task, or it ended), 'cancel' or 'ok'.
-RENEW = _PRELUDE + r"""
+RENEW = (
+    _PRELUDE
+    + r"""
 local r = redis.call('HMGET', KEYS[1], 'state', 'attempt_token', 'cancel_requested')
 if r[1] ~= 'running' or r[2] ~= ARGV[2] then return 'lost' end
 local lease_until = now() + tonumber(ARGV[3])
@@ -96,6 +105,7 @@ redis.call('ZADD', KEYS[2], lease_until, ARGV[1])
 if r[3] == '1' then return 'cancel' end
 return 'ok'
 """
+)
 
 # KEYS: task. ARGV: token. V1 answered (HTTP 200): a re-run could repeat its side effects.
 MARK_ANSWERED = r"""
@@ -105,7 +115,9 @@ return 1
 """
 
 # KEYS: task, events, partial. ARGV: task_id, token, delta, data, maxlen, channel, ttl.
-PROGRESS = _PRELUDE + r"""
+PROGRESS = (
+    _PRELUDE
+    + r"""
 local r = redis.call('HMGET', KEYS[1], 'state', 'attempt_token')
 if r[1] ~= 'running' or r[2] ~= ARGV[2] then return -1 end
 redis.call('APPEND', KEYS[3], ARGV[3])
@@ -113,12 +125,16 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
 redis.call('HSET', KEYS[1], 'output_started', '1', 'answered', '1')
 return emit(KEYS[1], KEYS[2], ARGV[1], 'progress', ARGV[4], ARGV[5], ARGV[6], route_of(KEYS[1]))
 """
+)
 
-# KEYS: task, events, partial, leases, deadlines. ARGV: task_id, token ('' = whoever), state,
-# result_json, error_json, reason, result_ttl, maxlen, channel, only_from ('' = any live state).
+# KEYS: task, events, partial, leases, deadlines, dispatch_due.
+# ARGV: task_id, token ('' = whoever), state, result_json, error_json, reason, result_ttl,
+# maxlen, channel, only_from ('' = any live state).
 # Returns {1, partial} when it ended the task, {0, state} when it had already ended or
 # does not exist, {-1, ''} when another attempt owns it, {-2, state} when only_from differs.
-FINALIZE = _PRELUDE + r"""
+FINALIZE = (
+    _PRELUDE
+    + r"""
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {0, ''} end
 if is_terminal(st) then return {0, st} end
@@ -143,15 +159,20 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 emit(KEYS[1], KEYS[2], ARGV[1], state, data, ARGV[8], ARGV[9], route_of(KEYS[1]))
 expire_all(tonumber(ARGV[7]), KEYS[1], KEYS[2], KEYS[3])
 return {1, partial}
 """
+)
 
-# KEYS: task, events, leases, partial. ARGV: task_id, token, delay, error_json, maxlen,
-# channel, queue. Puts a failed attempt back to `queued` with a new dispatch number.
-# Returns the new dispatch number, or -1 when another attempt owns the task.
-REQUEUE = _PRELUDE + r"""
+# KEYS: task, events, leases, partial, dispatch_due. ARGV: task_id, token, delay, error_json,
+# maxlen, channel, queue. Puts a failed attempt back to `queued` with a new dispatch number,
+# due for publishing after `delay` (maintenance publishes it then; no ETA messages held in
+# a worker's memory). Returns the new dispatch number, or -1 when another attempt owns it.
+REQUEUE = (
+    _PRELUDE
+    + r"""
 local r = redis.call('HMGET', KEYS[1], 'state', 'attempt_token', 'attempts')
 if is_terminal(r[1] or 'succeeded') then return -1 end
 if ARGV[2] ~= '' and r[2] ~= ARGV[2] then return -1 end
@@ -160,15 +181,20 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'lease_until', '0', 'attempt_toke
   'queue', ARGV[7], 'answered', '0', 'output_started', '0')
 redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[5], now() + tonumber(ARGV[3]), ARGV[1])
 emit(KEYS[1], KEYS[2], ARGV[1], 'retrying', '{"attempt":' .. (r[3] or '0') ..
   ',"delay_seconds":' .. ARGV[3] .. ',"queue":"' .. ARGV[7] .. '","error":' .. ARGV[4] .. '}',
   ARGV[5], ARGV[6], route_of(KEYS[1]))
 return dispatch
 """
+)
 
-# KEYS: task, events, partial, leases, deadlines. ARGV: task_id, reason, result_ttl, maxlen, channel,
-# control_channel. Queued/paused: cancelled now. Running: flagged, the worker stops it.
-CANCEL = _PRELUDE + r"""
+# KEYS: task, events, partial, leases, deadlines, dispatch_due.
+# ARGV: task_id, reason, result_ttl, maxlen, channel, control_channel.
+# Queued/paused: cancelled now. Running: flagged, the worker stops it.
+CANCEL = (
+    _PRELUDE
+    + r"""
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
 if is_terminal(st) then return 'terminal:' .. st end
@@ -183,16 +209,20 @@ emit(KEYS[1], KEYS[2], ARGV[1], 'cancelled', '{"partial":"","reason":' ..
   cjson.encode(ARGV[2]) .. '}', ARGV[4], ARGV[5], route_of(KEYS[1]))
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 expire_all(tonumber(ARGV[3]), KEYS[1], KEYS[2], KEYS[3])
 return 'cancelled'
 """
+)
 
 # KEYS: task, leases. ARGV: task_id, fence_token.
 # A running task whose lease ran out (its worker died or froze): fence the old attempt off
 # (its renewals and progress writes now fail) and say what to do with the task.
 # Returns {action, attempts, queue}: action is 'gone' (not running / lease renewed),
 # 'cancel', 'lost_after_output' or 'requeue'.
-RECOVER = _PRELUDE + r"""
+RECOVER = (
+    _PRELUDE
+    + r"""
 local r = redis.call('HMGET', KEYS[1], 'state', 'lease_until', 'answered', 'cancel_requested',
   'attempts', 'queue')
 if r[1] ~= 'running' then
@@ -205,3 +235,4 @@ local action = 'requeue'
 if r[4] == '1' then action = 'cancel' elseif r[3] == '1' then action = 'lost_after_output' end
 return {action, r[5] or '0', r[6] or 'short'}
 """
+)

@@ -10,7 +10,8 @@ import anyio
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from app.api import health, tasks
+from app.api import events, health, tasks, ws
+from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.errors import install_error_handlers
 from app.live import AsyncLiveStore
@@ -28,9 +29,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(
-            settings.require_redis_url(), socket_keepalive=True, health_check_interval=25,
-            socket_connect_timeout=3, max_connections=1000,
-        )  # fmt: skip
+            settings.require_redis_url(),
+            socket_keepalive=True,
+            health_check_interval=25,
+            socket_connect_timeout=3,
+            max_connections=1000,
+        )
         engine = await anyio.to_thread.run_sync(create_store_engine, settings.database_url)
         celery = create_celery_app(settings)
         app.state.ctx = GatewayContext(
@@ -40,10 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=TaskStore(engine),
             celery=celery,
         )
+        app.state.bridge = EventBridge(client)
+        await app.state.bridge.start()
         log.info("gateway ready")
         try:
             yield
         finally:
+            await app.state.bridge.stop()
             await client.aclose()
             engine.dispose()
             celery.close()
@@ -57,4 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(events.router)
+    app.include_router(ws.router)
     return app

@@ -50,9 +50,10 @@ class TaskCreate(BaseModel):
             raise ValueError("give exactly one of `message` or `messages`")
         if self.message is not None and not self.message.strip():
             raise ValueError("message is empty")
-        if self.messages is not None:
-            if not any(m.role == "user" and m.content.strip() for m in self.messages):
-                raise ValueError("messages has no non-empty user message")
+        if self.messages is not None and not any(
+            m.role == "user" and m.content.strip() for m in self.messages
+        ):
+            raise ValueError("messages has no non-empty user message")
         if self.metadata and len(json.dumps(self.metadata)) > 4096:
             raise ValueError("metadata is larger than 4096 bytes of JSON")
         return self
@@ -117,7 +118,9 @@ class TaskOut(BaseModel):
             started_at=when("started_at"),
             finished_at=when("finished_at"),
             result=json.loads(f["result"]) if state == "succeeded" and f.get("result") else None,
-            error=json.loads(f["error"]) if f.get("error") and state != "succeeded" else None,
+            error=(json.loads(f["error"]) or None)
+            if f.get("error") and state != "succeeded"
+            else None,
             partial=partial if state in ("cancelled", "timed_out", "failed", "running") else None,
             cancel_requested=f.get("cancel_requested") == "1",
             metadata=json.loads(f["metadata"]) if f.get("metadata") else None,

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     progress_interval: float = Field(
         0.1, description="Minimum seconds between two progress events of one task."
     )
+    stream_buffer: int = Field(
+        1_000, description="Events buffered per WebSocket/SSE client before it is told to resume."
+    )
     flower_user: str = Field("admin", description="Flower basic-auth user.")
     flower_password: SecretStr = Field(
         SecretStr("admin-change-me"), description="Flower basic-auth password."

@@ -22,7 +22,7 @@ from app import keys
 from app.context import GatewayContext
 from app.errors import ApiError
 from app.estimator import estimate
-from app.live import dumps, finalize_result
+from app.live import dumps, finalize_result, text
 from app.mirror import mirror_live
 from app.routing import choose_queue, choose_tier
 from app.schemas import TaskCreate
@@ -40,8 +40,9 @@ def fingerprint(body: TaskCreate) -> str:
 
 async def submit(
     ctx: GatewayContext, tenant: str, body: TaskCreate, idempotency_key: str | None
-) -> tuple[str, bool]:
-    """Returns (task_id, created). An idempotent replay returns the first task's id."""
+) -> tuple[str, dict[str, str] | None]:
+    """Returns (task_id, the live fields as accepted), or (first task's id, None) for an
+    idempotent replay."""
     settings = ctx.settings
     if body.text_chars() > settings.max_message_chars:
         raise ApiError(
@@ -52,14 +53,17 @@ async def submit(
         )
     agent_id = body.agent_id or settings.v1_default_agent
     if settings.v1_agents and agent_id not in settings.v1_agents:
-        raise ApiError(422, "unknown_agent", f"unknown agent {agent_id!r}; known: "
-                       f"{', '.join(settings.v1_agents)}")  # fmt: skip
+        raise ApiError(
+            422,
+            "unknown_agent",
+            f"unknown agent {agent_id!r}; known: {', '.join(settings.v1_agents)}",
+        )
     task_id = str(uuid.uuid4())
     try:
         if idempotency_key is not None:
             existing = await _claim_idempotency(ctx, tenant, idempotency_key, body, task_id)
             if existing is not None:
-                return existing, False
+                return existing, None
         guess = await estimate(ctx.redis, agent_id, body.text_chars(), body.estimated_seconds)
         queue = choose_queue(body.priority, guess.seconds, settings)
         await _refuse_when_full(ctx, queue)
@@ -89,19 +93,30 @@ async def submit(
         log.warning("redis unavailable on submit: %s", type(exc).__name__)
         raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
     row = TaskRow(
-        id=task_id, tenant=tenant, state="queued", queue=queue, priority=body.priority,
-        estimated_seconds=guess.seconds, estimate_source=guess.source, agent_id=agent_id,
-        session_id=body.session_id, request={"messages": body.chat()}, metadata_=body.metadata,
-        timeout_seconds=body.timeout_seconds, attempts=0, created_at=datetime.fromtimestamp(now, UTC),
-    )  # fmt: skip
+        id=task_id,
+        tenant=tenant,
+        state="queued",
+        queue=queue,
+        priority=body.priority,
+        estimated_seconds=guess.seconds,
+        estimate_source=guess.source,
+        agent_id=agent_id,
+        session_id=body.session_id,
+        request={"messages": body.chat()},
+        metadata_=body.metadata,
+        timeout_seconds=body.timeout_seconds,
+        attempts=0,
+        created_at=datetime.fromtimestamp(now, UTC),
+    )
     try:
         await anyio.to_thread.run_sync(ctx.store.insert, row)
         await anyio.to_thread.run_sync(partial(dispatch, ctx.celery, task_id, queue, 1))
+        await ctx.redis.zrem(keys.DISPATCH_DUE, task_id)
     except (OperationalError, redis.exceptions.RedisError, SQLAlchemyError, OSError) as exc:
         await _withdraw(ctx, task_id, tenant, idempotency_key)
         log.warning("task %s not accepted: %s", task_id, type(exc).__name__)
         raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
-    return task_id, True
+    return task_id, {name: str(value) for name, value in fields.items()}
 
 
 async def _claim_idempotency(
@@ -114,10 +129,11 @@ async def _claim_idempotency(
     if await ctx.redis.set(name, value, nx=True, ex=ctx.settings.result_ttl):
         return None
     stored = await ctx.redis.get(name)
-    first_id, _, first_print = (stored or b"").decode().partition("|")
+    first_id, _, first_print = text(stored or b"").partition("|")
     if first_print != fingerprint(body):
-        raise ApiError(409, "idempotency_conflict",
-                       "this Idempotency-Key was used for a different request")  # fmt: skip
+        raise ApiError(
+            409, "idempotency_conflict", "this Idempotency-Key was used for a different request"
+        )
     return first_id
 
 

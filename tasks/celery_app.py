@@ -24,7 +24,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-@before_task_publish.connect
+@before_task_publish.connect  # type: ignore[untyped-decorator]
 def _redact_arguments(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Flower and events show argsrepr/kwargsrepr: never user text or secrets there.
 

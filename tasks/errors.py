@@ -94,15 +94,15 @@ class V1ProtocolError(V1Error):
     retryable = True
 
 
-class TaskCancelled(TaskRunError):  # noqa: N818 - it is a signal, not a failure
+class TaskCancelled(TaskRunError):
     kind = "cancelled"
 
 
-class TaskTimeLimit(TaskRunError):  # noqa: N818
+class TaskTimeLimit(TaskRunError):
     kind = "time_limit"
 
 
-class LeaseLost(TaskRunError):  # noqa: N818
+class LeaseLost(TaskRunError):
     """Another attempt owns the task now (this worker was presumed dead)."""
 
     kind = "lease_lost"

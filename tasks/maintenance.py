@@ -32,6 +32,7 @@ from tasks.run import WORKER_LOST_AFTER_OUTPUT
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 600.0
+TICK = 0.25  # retry delays and crash recovery are only as precise as this
 
 
 class Maintenance:
@@ -43,7 +44,11 @@ class Maintenance:
         self._last_retention = 0.0
 
     def run_once(self) -> dict[str, int]:
-        counts = {"recovered": self.recover_expired_leases(), "expired": self.expire_overdue()}
+        counts = {
+            "recovered": self.recover_expired_leases(),
+            "dispatched": self.dispatch_due(),
+            "expired": self.expire_overdue(),
+        }
         if time.monotonic() - self._last_retention > RETENTION_EVERY:
             counts["deleted"] = self.apply_retention()
             self._last_retention = time.monotonic()
@@ -65,31 +70,53 @@ class Maintenance:
             elif action == "lost_after_output":
                 self._finish(task_id, "failed", fence, error=WORKER_LOST_AFTER_OUTPUT)
             elif int(attempts) >= self.settings.max_attempts:
-                error = {"type": "worker_lost", "message": f"workers died during all "
-                         f"{attempts} attempts of this task"}  # fmt: skip
+                error = {
+                    "type": "worker_lost",
+                    "message": f"workers died during all {attempts} attempts of this task",
+                }
                 self._finish(task_id, "failed", fence, error=error)
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
                 call = self.live.calls.requeue(task_id, fence, 0.0, error, queue)
-                dispatch_no = int(self.live.run(call))
-                if dispatch_no > 0:
-                    dispatch(self.celery, task_id, queue, dispatch_no)
-                    self._mirror(task_id, "re-dispatched after its worker was lost")
+                if int(self.live.run(call)) > 0:
+                    self._mirror(task_id, "re-queued after its worker was lost")
         return done
+
+    def dispatch_due(self) -> int:
+        """Publish retries whose delay passed, and tasks whose publisher died before it."""
+        client = self.live.redis
+        ids = [
+            text(v) for v in client.zrangebyscore(keys.DISPATCH_DUE, "-inf", time.time(), 0, 500)
+        ]
+        sent = 0
+        for task_id in ids:
+            state, queue, dispatch_no = client.hmget(
+                keys.task_key(task_id), "state", "queue", "dispatch"
+            )
+            if state == b"queued" and queue and dispatch_no:
+                dispatch(self.celery, task_id, text(queue), int(dispatch_no))
+                sent += 1
+            client.zrem(keys.DISPATCH_DUE, task_id)
+        return sent
 
     def expire_overdue(self) -> int:
         now = time.time()
         ids = [text(v) for v in self.live.redis.zrangebyscore(keys.DEADLINES, "-inf", now, 0, 200)]
         done = 0
-        reason = (f"still waiting when the absolute limit ({self.settings.absolute_time_limit}s "
-                  "from submission) ran out")  # fmt: skip
+        reason = (
+            f"still waiting when the absolute limit ({self.settings.absolute_time_limit}s "
+            "from submission) ran out"
+        )
         for task_id in ids:
             ended = False
             for state in ("queued", "paused"):
                 call = self.live.calls.finalize(
-                    task_id, "timed_out", reason=reason, only_from=state,
+                    task_id,
+                    "timed_out",
+                    reason=reason,
+                    only_from=state,
                     error={"type": "timed_out", "message": reason},
-                )  # fmt: skip
+                )
                 outcome = finalize_result(self.live.run(call))
                 if outcome.ended:
                     ended = True
@@ -143,7 +170,7 @@ def main() -> None:
             maintenance.run_once()
         except Exception:  # a Redis blip must not end housekeeping
             log.exception("maintenance round failed")
-        stop.wait(1.0)
+        stop.wait(TICK)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ is dropped: deltas are concatenated, so the events still add up to the final tex
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -18,15 +19,23 @@ from tasks.errors import LeaseLost
 
 
 class ProgressEmitter:
-    def __init__(self, live: LiveStore, task_id: str, token: str, interval: float) -> None:
+    def __init__(
+        self,
+        live: LiveStore,
+        task_id: str,
+        token: str,
+        interval: float,
+        on_lost: Callable[[LeaseLost], None],
+    ) -> None:
         self.live = live
         self.task_id = task_id
         self.token = token
         self.interval = interval
+        self.on_lost = on_lost
         self._buffer: list[str] = []
         self._last_emit = 0.0
         self._timer: Any = None
-        self._owner = gevent.getcurrent()
+        self._closed = False
         self._lock = Semaphore()  # keeps deltas in order when the timer and the run overlap
 
     def add(self, delta: str) -> None:
@@ -39,15 +48,15 @@ class ProgressEmitter:
 
     def _timed_flush(self) -> None:
         self._timer = None
+        if self._closed:
+            return
         try:
             self.flush()
         except LeaseLost as exc:
-            self._owner.kill(exc, block=False)
+            self.on_lost(exc)
 
     def flush(self) -> None:
-        if self._timer is not None and self._timer is not gevent.getcurrent():
-            self._timer.kill(block=False)
-            self._timer = None
+        # Never kill a timer mid-flush (its text would be lost): the lock orders the two.
         with self._lock:
             if not self._buffer:
                 return
@@ -58,6 +67,4 @@ class ProgressEmitter:
                 raise LeaseLost("another attempt owns this task")
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.kill(block=False)
-            self._timer = None
+        self._closed = True

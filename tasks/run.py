@@ -6,6 +6,7 @@ text) stays in Redis/SQL, so it never shows in Celery's arguments, Flower or log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -19,7 +20,6 @@ from greenlet import GreenletExit
 
 from app.live import claim_result, finalize_result
 from app.mirror import mirror_live
-from tasks.dispatch import dispatch
 from tasks.errors import LeaseLost, TaskCancelled, TaskRunError, TaskTimeLimit
 from tasks.progress import ProgressEmitter
 from tasks.runtime import WorkerRuntime, get_runtime
@@ -35,7 +35,7 @@ WORKER_LOST_AFTER_OUTPUT = {
 }
 
 
-@shared_task(name="openclaw.run", bind=True, ignore_result=True)
+@shared_task(name="openclaw.run", bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def run_task(self: Any, task_id: str, dispatch_no: str = "") -> str:
     runtime = get_runtime(self.app)
     worker = str(self.request.hostname or "worker")
@@ -46,9 +46,10 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
     token = uuid.uuid4().hex
     live = runtime.live
     claim = claim_result(
-        live.run(live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token,
-                                  dispatch_no))
-    )  # fmt: skip
+        live.run(
+            live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
+        )
+    )
     if claim.outcome == "lost_after_output":
         finish(runtime, task_id, "failed", error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost")
         return "failed"
@@ -73,15 +74,16 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     deadline, promote_to = attempt_deadlines(fields, settings, time.time())
     running = RunningTask(task_id, token, gevent.getcurrent(), deadline, promote_to)
     runtime.supervisor.add(running)
-    progress = ProgressEmitter(live, task_id, token, settings.progress_interval)
+    progress = ProgressEmitter(live, task_id, token, settings.progress_interval, running.stop)
     try:
-        result = runtime.v1.chat(
-            agent_id=fields["agent_id"],
-            messages=request["messages"],
-            session_id=fields.get("session_id") or None,
-            on_answered=lambda: live.run(live.calls.mark_answered(task_id, token)),
-            on_delta=progress.add,
-        )
+        with running.interruptible():
+            result = runtime.v1.chat(
+                agent_id=fields["agent_id"],
+                messages=request["messages"],
+                session_id=fields.get("session_id") or None,
+                on_answered=lambda: live.run(live.calls.mark_answered(task_id, token)),
+                on_delta=progress.add,
+            )
         progress.flush()
         finish(runtime, task_id, "succeeded", token=token, result=result.as_dict())
         return "succeeded"
@@ -92,8 +94,14 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     except TaskTimeLimit:
         _flush_quietly(progress)
         reason = f"ran past its time limit ({time_limit_text(fields, settings)})"
-        finish(runtime, task_id, "timed_out", token=token, reason=reason,
-               error={"type": "timed_out", "message": reason})  # fmt: skip
+        finish(
+            runtime,
+            task_id,
+            "timed_out",
+            token=token,
+            reason=reason,
+            error={"type": "timed_out", "message": reason},
+        )
         return "timed_out"
     except LeaseLost:
         log.warning("task %s: lease lost, another attempt owns it", task_id)
@@ -107,6 +115,7 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
         finish(runtime, task_id, "failed", token=token, error=exc.as_dict())
         return "failed"
     except GreenletExit:
+        # `celery control terminate` (gevent pool kills the greenlet), or a cold shutdown.
         if worker_state.should_stop or worker_state.should_terminate:
             # Cold shutdown: leave the lease to expire; maintenance re-dispatches the task.
             raise
@@ -118,10 +127,8 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
 
 
 def _flush_quietly(progress: ProgressEmitter) -> None:
-    try:
+    with contextlib.suppress(TaskRunError):
         progress.flush()
-    except TaskRunError:
-        pass
 
 
 def attempt_deadlines(
@@ -162,14 +169,19 @@ def finish(
     detail: str | None = None,
 ) -> bool:
     live = runtime.live
-    call = live.calls.finalize(task_id, state, token=token, result=result, error=error,
-                               reason=reason)  # fmt: skip
+    call = live.calls.finalize(
+        task_id, state, token=token, result=result, error=error, reason=reason
+    )
     outcome = finalize_result(live.run(call))
     if outcome.ended:
         runtime.blocking(
-            mirror_live, runtime.store, task_id, live.get(task_id), outcome.detail,
+            mirror_live,
+            runtime.store,
+            task_id,
+            live.get(task_id),
+            outcome.detail,
             detail or reason or None,
-        )  # fmt: skip
+        )
     return outcome.ended
 
 
@@ -181,12 +193,15 @@ def requeue(
     error: dict[str, Any],
     queue: str,
 ) -> None:
+    """Back to `queued`; maintenance publishes it once `delay` has passed."""
     live = runtime.live
-    dispatch_no = int(live.run(live.calls.requeue(task_id, token, delay, error, queue)))
-    if dispatch_no < 0:
+    if int(live.run(live.calls.requeue(task_id, token, delay, error, queue))) < 0:
         return
-    dispatch(runtime.celery, task_id, queue, dispatch_no, countdown=delay)
     runtime.blocking(
-        mirror_live, runtime.store, task_id, live.get(task_id), None,
+        mirror_live,
+        runtime.store,
+        task_id,
+        live.get(task_id),
+        None,
         f"retry in {delay:.1f}s after {error.get('type')}",
-    )  # fmt: skip
+    )

@@ -62,9 +62,11 @@ class WorkerRuntime:
 
 def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
     client = redis.Redis.from_url(
-        settings.require_redis_url(), socket_keepalive=True, health_check_interval=25,
+        settings.require_redis_url(),
+        socket_keepalive=True,
+        health_check_interval=25,
         max_connections=2000,
-    )  # fmt: skip
+    )
     return WorkerRuntime(
         settings=settings,
         redis=client,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -31,15 +33,35 @@ TICK = 0.5
 
 @dataclass
 class RunningTask:
+    """A task running here. `stop()` interrupts it only inside `interruptible()` (the V1
+    call): an interruption landing while the task records its outcome would lose it."""
+
     task_id: str
     token: str
     greenlet: Any
     deadline: float  # unix time the current tier's limit runs out
     promote_to: float | None  # a later deadline granted once (short -> long tier), or None
-    reason: str = ""
+    stop_reason: BaseException | None = field(default=None)
+    _interruptible: bool = field(default=False)
 
     def stop(self, error: BaseException) -> None:
-        self.greenlet.kill(error, block=False)
+        if self.stop_reason is not None:
+            return  # the first reason wins; one interruption per task
+        self.stop_reason = error
+        if self._interruptible:
+            self._interruptible = False
+            self.greenlet.kill(error, block=False)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.stop_reason is not None:
+            raise self.stop_reason
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            # No switch to the hub can happen between the call's end and this line.
+            self._interruptible = False
 
 
 class Supervisor:
@@ -83,8 +105,9 @@ class Supervisor:
             if task.promote_to is not None:
                 log.info("task %s promoted to the long tier", task.task_id)
                 task.deadline, task.promote_to = task.promote_to, None
-                self.runtime.redis.hset(keys.task_key(task.task_id), mapping={"tier": "long",
-                                        "promoted": "1"})  # fmt: skip
+                self.runtime.redis.hset(
+                    keys.task_key(task.task_id), mapping={"tier": "long", "promoted": "1"}
+                )
                 continue
             task.stop(TaskTimeLimit("the task ran past its time limit"))
 
@@ -108,7 +131,7 @@ class Supervisor:
 
     def _listen(self) -> None:
         while True:
-            pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(keys.CONTROL_CHANNEL)
                 for message in pubsub.listen():
@@ -140,6 +163,8 @@ class Supervisor:
             log.info("revoke of %s -> %s", task_id, outcome)
             if outcome in ("cancelled", b"cancelled"):
                 self.runtime.blocking(
-                    self.runtime.store.record_transition, task_id, "cancelled",
+                    self.runtime.store.record_transition,
+                    task_id,
+                    "cancelled",
                     detail="revoked by an operator",
-                )  # fmt: skip
+                )

@@ -51,7 +51,9 @@ class V1Client:
         self._token = token
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=None),
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=30.0, pool=None
+            ),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
             transport=transport,
         )
@@ -94,11 +96,14 @@ class V1Client:
         except V1Error:
             raise
         except httpx.TimeoutException as exc:
-            raise V1Timeout(f"V1 did not answer in time ({type(exc).__name__})",
-                            output_started=bool(result.parts)) from exc  # fmt: skip
+            raise V1Timeout(
+                f"V1 did not answer in time ({type(exc).__name__})",
+                output_started=bool(result.parts),
+            ) from exc
         except httpx.TransportError as exc:
-            raise V1Unreachable(f"V1 connection failed ({type(exc).__name__})",
-                                output_started=bool(result.parts)) from exc  # fmt: skip
+            raise V1Unreachable(
+                f"V1 connection failed ({type(exc).__name__})", output_started=bool(result.parts)
+            ) from exc
         result.content = "".join(result.parts)
         return result
 
@@ -116,9 +121,7 @@ def _error_message(response: httpx.Response) -> str:
         return f"HTTP {response.status_code} from V1"
 
 
-def _read_json(
-    response: httpx.Response, result: V1Result, on_delta: Callable[[str], None]
-) -> None:
+def _read_json(response: httpx.Response, result: V1Result, on_delta: Callable[[str], None]) -> None:
     try:
         payload = json.loads(response.read())
         if "error" in payload:
@@ -144,8 +147,9 @@ def _read_stream(lines: Iterator[str], result: V1Result, on_delta: Callable[[str
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise V1ProtocolError("V1 sent a stream chunk that is not JSON",
-                                  output_started=bool(result.parts)) from exc  # fmt: skip
+            raise V1ProtocolError(
+                "V1 sent a stream chunk that is not JSON", output_started=bool(result.parts)
+            ) from exc
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk:

@@ -31,14 +31,13 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
     log = tmp_path_factory.mktemp("sim") / "v1sim.log"
-    with SimulatorProcess(token=V1_TOKEN, agents=("main", "coder"), capacity=200,
-                          default_agent="main", log_path=log) as sim:  # fmt: skip
+    with SimulatorProcess(
+        token=V1_TOKEN, agents=("main", "coder"), capacity=200, default_agent="main", log_path=log
+    ) as sim:
         yield sim
 
 
-def new_system(
-    valkey: EmbeddedValkey, v1_url: str, workdir: Path, **overrides: str
-) -> System:
+def new_system(valkey: EmbeddedValkey, v1_url: str, workdir: Path, **overrides: str) -> System:
     return System(
         redis_base=valkey.url.rsplit("/", 1)[0],
         db=next(_db_numbers),

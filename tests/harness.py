@@ -54,9 +54,14 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            self.command,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -162,12 +167,30 @@ class System:
         name = name or f"w{uuid.uuid4().hex[:6]}"
         proc = ManagedProcess(
             f"worker-{name}",
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "gevent",
-             "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency), "-E",
-             "--without-mingle", "--without-gossip", "-l", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-P",
+                "gevent",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "-c",
+                str(concurrency),
+                "-E",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
             self.env(),
             self.workdir / f"worker-{name}.log",
-        ).start()  # fmt: skip
+        ).start()
         self.processes.append(proc)
         proc.wait_for_log("ready.", 60)
         return proc
@@ -205,12 +228,16 @@ def wait_for_state(
     client: httpx.Client, task_id: str, states: tuple[str, ...] | str, timeout: float = 30
 ) -> dict[str, Any]:
     wanted = (states,) if isinstance(states, str) else states
+    last: dict[str, Any] = {}
 
     def check() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()
-        return body if body.get("state") in wanted else None
+        last.update(client.get(f"/v1/tasks/{task_id}").json())
+        return last if last.get("state") in wanted else None
 
-    result: dict[str, Any] = wait_until(check, timeout, 0.1, f"task {task_id} in {wanted}")
+    try:
+        result: dict[str, Any] = wait_until(check, timeout, 0.1, f"task {task_id} in {wanted}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last}") from None
     return result
 
 

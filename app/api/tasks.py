@@ -10,7 +10,6 @@ from fastapi import APIRouter, Header, Query, Response
 from app.api.tasks_read import check_task_id, live_fields, load_task
 from app.deps import Context, Tenant
 from app.errors import ApiError, not_found
-from app.live import finalize_result
 from app.mirror import mirror_live
 from app.schemas import TaskCreate, TaskList, TaskOut
 from app.states import TaskState
@@ -28,9 +27,11 @@ async def create_task(
 ) -> TaskOut:
     from app.submit import submit
 
-    task_id, _created = await submit(ctx, tenant, body, idempotency_key)
+    task_id, accepted = await submit(ctx, tenant, body, idempotency_key)
     response.headers["Location"] = f"/v1/tasks/{task_id}"
-    return await load_task(ctx, tenant, task_id)
+    if accepted is None:  # an idempotent replay: the first task as it is now
+        return await load_task(ctx, tenant, task_id)
+    return TaskOut.from_live(accepted, None)
 
 
 @router.get("/{task_id}", response_model=TaskOut)
@@ -59,7 +60,9 @@ async def list_tasks(
         )
     except ValueError as exc:
         raise ApiError(422, "invalid_request", f"cursor: {exc}") from exc
-    return TaskList(tasks=[TaskOut.from_row(row) for row in page.rows], next_cursor=page.next_cursor)
+    return TaskList(
+        tasks=[TaskOut.from_row(row) for row in page.rows], next_cursor=page.next_cursor
+    )
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut)
@@ -86,6 +89,3 @@ async def cancel_task(task_id: str, ctx: Context, tenant: Tenant, response: Resp
     else:
         response.status_code = 202  # requested: the worker will end it within about a second
     return await load_task(ctx, tenant, task_id)
-
-
-__all__ = ["finalize_result", "router"]

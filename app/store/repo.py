@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +68,9 @@ class TaskStore:
     ) -> None:
         now = datetime.now(UTC)
         with self._session() as session, session.begin():
-            session.execute(update(TaskRow).where(TaskRow.id == task_id).values(state=state, **fields))
+            session.execute(
+                update(TaskRow).where(TaskRow.id == task_id).values(state=state, **fields)
+            )
             session.add(TransitionRow(task_id=task_id, state=state, at=now, detail=detail))
 
     def get(self, task_id: str) -> TaskRow | None:
@@ -106,7 +109,7 @@ class TaskStore:
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1]) if more and rows else None)
 
-    def ids_in_state(self, states: list[str], limit: int = 1000) -> list[str]:
+    def ids_in_state(self, states: Sequence[str], limit: int = 1000) -> Sequence[str]:
         with self._session() as session:
             stmt = select(TaskRow.id).where(TaskRow.state.in_(states)).limit(limit)
             return list(session.scalars(stmt))

@@ -1,0 +1,156 @@
+"""The programs `make run` runs, and the environment they get.
+
+One plan shared by the supervisord config the launcher writes and the tests that check it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.embedded_valkey import EmbeddedValkey
+from app.settings import Settings
+from deploy.endpoints import LOOPBACK, Endpoints
+from deploy.errors import LaunchError
+from deploy.layout import Layout
+
+QUEUES = ("priority", "short", "long")
+
+# supervisord starts programs in ascending priority and stops them in descending priority,
+# one program after the other. So: Redis and V1 first; on the way down the gateway stops
+# taking tasks before the workers drain, and the workers drain while Redis and V1 still run.
+_PRIORITY = {
+    "valkey": 10,
+    "v1sim": 20,
+    "worker": 100,
+    "maintenance": 200,
+    "gateway": 300,
+    "flower": 400,
+}
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervisord program."""
+
+    name: str
+    command: tuple[str, ...]
+    priority: int
+    # Seconds a graceful stop (SIGTERM) may take before supervisord kills the process group.
+    stopwaitsecs: int
+
+
+def worker_program_name(queue: str) -> str:
+    return f"worker-{queue}"
+
+
+def plan_programs(
+    settings: Settings, endpoints: Endpoints, layout: Layout, python: str
+) -> list[Program]:
+    """Every program of the system, in start order."""
+    programs: list[Program] = []
+    if endpoints.valkey_port is not None:
+        valkey = EmbeddedValkey(data_dir=layout.valkey_dir, port=endpoints.valkey_port)
+        # Without --logfile Valkey logs to stdout, which supervisord writes to
+        # var/log/valkey.log like every other program's output.
+        command = _without_option(valkey.command(), "--logfile")
+        programs.append(Program("valkey", command, _PRIORITY["valkey"], stopwaitsecs=20))
+    if endpoints.simulator_port is not None:
+        # The V1 token reaches the simulator as V1_TOKEN in its environment (see
+        # secret_environment), never on the command line where `ps` would show it.
+        command = (
+            python, "-m", "v1sim",
+            "--host", LOOPBACK,
+            "--port", str(endpoints.simulator_port),
+            "--agents", ",".join(simulator_agents(settings)),
+            "--capacity", str(settings.simulator_capacity),
+        )  # fmt: skip
+        programs.append(Program("v1sim", command, _PRIORITY["v1sim"], stopwaitsecs=10))
+    for queue in QUEUES:
+        command = (
+            python, "-m", "celery", "-A", "tasks", "worker",
+            "-P", "gevent",
+            "-Q", queue,
+            "-n", f"{queue}@%h",
+            "-c", str(settings.worker_concurrency),
+            "-E",
+            "-l", "INFO",
+        )  # fmt: skip
+        # 30 s lets short tasks finish (warm shutdown); a longer task is killed and re-run
+        # from its lease by another worker, so waiting longer would only delay the stop.
+        programs.append(
+            Program(worker_program_name(queue), command, _PRIORITY["worker"], stopwaitsecs=30)
+        )
+    programs.append(
+        Program(
+            "maintenance",
+            (python, "-m", "tasks.maintenance"),
+            _PRIORITY["maintenance"],
+            stopwaitsecs=15,
+        )
+    )
+    programs.append(Program("gateway", (python, "-m", "app"), _PRIORITY["gateway"], 15))
+    # Basic auth reaches Flower as FLOWER_BASIC_AUTH (Flower reads FLOWER_<option>), not as
+    # --basic-auth on the command line.
+    flower = (
+        python, "-m", "celery", "-A", "tasks", "flower",
+        f"--address={LOOPBACK}",
+        f"--port={settings.flower_port}",
+    )  # fmt: skip
+    programs.append(Program("flower", flower, _PRIORITY["flower"], stopwaitsecs=10))
+    return programs
+
+
+def _without_option(argv: list[str], option: str) -> tuple[str, ...]:
+    """`argv` minus every `option value` pair."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        else:
+            kept.append(arg)
+    return tuple(kept)
+
+
+def simulator_agents(settings: Settings) -> list[str]:
+    """The agents the simulator serves: the known ones plus the default (else tasks that
+    name no agent would fail against it)."""
+    agents = list(settings.v1_agents)
+    if settings.v1_default_agent not in agents:
+        agents.append(settings.v1_default_agent)
+    return agents
+
+
+def shared_environment(settings: Settings, endpoints: Endpoints, layout: Layout) -> dict[str, str]:
+    """Variables the launcher decides for every program; written into the config file.
+
+    Only what the launcher chose goes here: a REDIS_URL or V1_URL the operator set reaches
+    the programs unchanged through the inherited environment (and may hold a password, which
+    has no place in a file).
+    """
+    env = {"PYTHONUNBUFFERED": "1", "VAR_DIR": str(layout.var_dir)}
+    if endpoints.embedded_valkey:
+        env["REDIS_URL"] = endpoints.redis_url
+    if endpoints.simulated_v1:
+        env["V1_URL"] = endpoints.v1_url
+    if "database_url" not in settings.model_fields_set:
+        # The default SQLite path is ./var/...; follow VAR_DIR when it points elsewhere.
+        env["DATABASE_URL"] = f"sqlite:///{layout.var_dir / 'openclaw.db'}"
+    return env
+
+
+def secret_environment(settings: Settings) -> dict[str, str]:
+    """Secrets the programs need, handed to supervisord's own environment (which every
+    program inherits) so they appear neither in the config file nor on a command line."""
+    user = settings.flower_user
+    password = settings.flower_password.get_secret_value()
+    if "," in user or "," in password or ":" in user:
+        # Flower splits FLOWER_BASIC_AUTH on commas and the pair on the first colon.
+        raise LaunchError("FLOWER_USER must not contain ',' or ':', FLOWER_PASSWORD no ','")
+    return {
+        # Explicit, so the simulator and the workers agree even when V1_TOKEN is unset.
+        "V1_TOKEN": settings.v1_token.get_secret_value(),
+        "FLOWER_BASIC_AUTH": f"{user}:{password}",
+    }
