@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from celery import Celery
 
+from app.control import TaskControl
 from app.live import AsyncLiveStore
 from app.settings import Settings
 from app.store.repo import TaskStore
@@ -19,3 +20,4 @@ class GatewayContext:
     live: AsyncLiveStore
     store: TaskStore
     celery: Celery
+    control: TaskControl  # synchronous: call it on a worker thread

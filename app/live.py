@@ -1,12 +1,13 @@
 """The live task record in Redis: one hash per task plus its event stream.
 
-The same Lua scripts serve the gateway (asyncio Redis client) and the workers (sync client
-under gevent). Each operation is first described as a `ScriptCall` (pure, shared), then run
-by `LiveStore` or `AsyncLiveStore`.
+The same Lua scripts (`app.live_scripts`) serve the gateway (asyncio Redis client) and the
+workers (sync client under gevent). Each operation is first described as a `ScriptCall`
+(pure, shared), then run by `LiveStore` or `AsyncLiveStore`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class ScriptCall:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    outcome: str  # claimed, missing, terminal, stale, paused, duplicate, lost_after_output...
+    outcome: str  # claimed, missing, terminal, stale, paused, duplicate, wait_session...
     fields: dict[str, str]
 
 
@@ -41,6 +42,7 @@ class FinalizeResult:
     ended: bool  # True when this call ended the task
     code: int  # 1 ended, 0 already ended / missing, -1 other attempt owns it, -2 wrong state
     detail: str  # the partial output when ended, else the state found
+    woken: list[str]  # parked tasks now due for publishing
 
 
 def text(value: Any) -> str:
@@ -56,14 +58,29 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def budget_name(v1_url: str | None) -> str:
+    """V1's capacity budget is per V1 gateway (URL)."""
+    return hashlib.sha256((v1_url or "").encode()).hexdigest()[:12]
+
+
 class LiveCalls:
     """Builds the script calls for one deployment's settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.maxlen = settings.event_log_maxlen
         self.result_ttl = settings.result_ttl
+        self.slot_limit = settings.v1_max_concurrency
+        self.budget = budget_name(settings.v1_url)
+        self.absolute_limit = settings.absolute_time_limit
         # A live task (queued for up to the absolute limit) must outlive that limit.
         self.live_ttl = settings.absolute_time_limit + 86_400
+
+    def _call(self, source: str, task_id: str, *args: Arg) -> ScriptCall:
+        return ScriptCall(
+            source,
+            [keys.task_key(task_id)],
+            [task_id, self.maxlen, self.slot_limit, self.budget, *args],
+        )
 
     def create(
         self,
@@ -75,52 +92,23 @@ class LiveCalls:
         flat: list[Arg] = []
         for name, value in fields.items():
             flat.extend((name, value))
-        return ScriptCall(
-            live_scripts.CREATE,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.DEADLINES, keys.DISPATCH_DUE],
-            [
-                task_id,
-                self.live_ttl,
-                self.maxlen,
-                keys.EVENTS_CHANNEL,
-                dumps(queued_data),
-                deadline,
-                PUBLISH_GRACE,
-                *flat,
-            ],
-        )
+        return self._call(live_scripts.CREATE, task_id, self.live_ttl, dumps(queued_data),
+                          deadline, PUBLISH_GRACE, *flat)  # fmt: skip
 
     def claim(
         self, task_id: str, worker: str, lease: float, token: str, dispatch: str
     ) -> ScriptCall:
-        return ScriptCall(
-            live_scripts.CLAIM,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.LEASES],
-            [task_id, worker, lease, token, dispatch, self.maxlen, keys.EVENTS_CHANNEL],
-        )
+        return self._call(live_scripts.CLAIM, task_id, worker, lease, token, dispatch)
 
     def renew(self, task_id: str, token: str, lease: float) -> ScriptCall:
-        return ScriptCall(
-            live_scripts.RENEW, [keys.task_key(task_id), keys.LEASES], [task_id, token, lease]
-        )
+        return self._call(live_scripts.RENEW, task_id, token, lease)
 
     def mark_answered(self, task_id: str, token: str) -> ScriptCall:
-        return ScriptCall(live_scripts.MARK_ANSWERED, [keys.task_key(task_id)], [token])
+        return self._call(live_scripts.MARK_ANSWERED, task_id, token)
 
     def progress(self, task_id: str, token: str, delta: str) -> ScriptCall:
-        return ScriptCall(
-            live_scripts.PROGRESS,
-            [keys.task_key(task_id), keys.events_key(task_id), keys.partial_key(task_id)],
-            [
-                task_id,
-                token,
-                delta,
-                dumps({"delta": delta}),
-                self.maxlen,
-                keys.EVENTS_CHANNEL,
-                self.live_ttl,
-            ],
-        )
+        return self._call(live_scripts.PROGRESS, task_id, token, delta,
+                          dumps({"delta": delta}), self.live_ttl)  # fmt: skip
 
     def finalize(
         self,
@@ -135,71 +123,33 @@ class LiveCalls:
     ) -> ScriptCall:
         if error is None and state in ("cancelled", "timed_out"):
             error = {"type": state, "message": reason or state}
-        return ScriptCall(
-            live_scripts.FINALIZE,
-            [
-                keys.task_key(task_id),
-                keys.events_key(task_id),
-                keys.partial_key(task_id),
-                keys.LEASES,
-                keys.DEADLINES,
-                keys.DISPATCH_DUE,
-            ],
-            [
-                task_id,
-                token,
-                state,
-                dumps(result or {}),
-                dumps(error or {}),
-                reason,
-                self.result_ttl,
-                self.maxlen,
-                keys.EVENTS_CHANNEL,
-                only_from,
-            ],
-        )
+        return self._call(live_scripts.FINALIZE, task_id, token, state, dumps(result or {}),
+                          dumps(error or {}), reason, self.result_ttl, only_from)  # fmt: skip
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str
     ) -> ScriptCall:
-        return ScriptCall(
-            live_scripts.REQUEUE,
-            [
-                keys.task_key(task_id),
-                keys.events_key(task_id),
-                keys.LEASES,
-                keys.partial_key(task_id),
-                keys.DISPATCH_DUE,
-            ],
-            [task_id, token, f"{delay:.3f}", dumps(error), self.maxlen, keys.EVENTS_CHANNEL, queue],
-        )
+        return self._call(live_scripts.REQUEUE, task_id, token, f"{delay:.3f}", dumps(error),
+                          queue)  # fmt: skip
 
     def cancel(self, task_id: str, reason: str) -> ScriptCall:
-        return ScriptCall(
-            live_scripts.CANCEL,
-            [
-                keys.task_key(task_id),
-                keys.events_key(task_id),
-                keys.partial_key(task_id),
-                keys.LEASES,
-                keys.DEADLINES,
-                keys.DISPATCH_DUE,
-            ],
-            [
-                task_id,
-                reason,
-                self.result_ttl,
-                self.maxlen,
-                keys.EVENTS_CHANNEL,
-                keys.CONTROL_CHANNEL,
-            ],
-        )
+        return self._call(live_scripts.CANCEL, task_id, reason, self.result_ttl)
 
+    def recover(self, task_id: str, fence_token: str) -> ScriptCall:
+        return self._call(live_scripts.RECOVER, task_id, fence_token)
 
-def recover_call(task_id: str, fence_token: str) -> ScriptCall:
-    return ScriptCall(
-        live_scripts.RECOVER, [keys.task_key(task_id), keys.LEASES], [task_id, fence_token]
-    )
+    def pause(self, task_id: str) -> ScriptCall:
+        return self._call(live_scripts.PAUSE, task_id)
+
+    def resume(self, task_id: str) -> ScriptCall:
+        return self._call(live_scripts.RESUME, task_id)
+
+    def retry(self, task_id: str, now: float, reason: str) -> ScriptCall:
+        return self._call(live_scripts.RETRY, task_id, self.live_ttl, now + self.absolute_limit,
+                          reason)  # fmt: skip
+
+    def take_due(self, task_id: str) -> ScriptCall:
+        return self._call(live_scripts.TAKE_DUE, task_id)
 
 
 def claim_result(raw: Sequence[Any]) -> ClaimResult:
@@ -209,7 +159,12 @@ def claim_result(raw: Sequence[Any]) -> ClaimResult:
 
 def finalize_result(raw: Sequence[Any]) -> FinalizeResult:
     code = int(raw[0])
-    return FinalizeResult(code == 1, code, text(raw[1]))
+    return FinalizeResult(code == 1, code, text(raw[1]), [text(v) for v in raw[2:]])
+
+
+def outcome_and_woken(raw: Sequence[Any]) -> tuple[str, list[str]]:
+    """For scripts answering {outcome, woken ids...} (cancel, requeue)."""
+    return text(raw[0]), [text(v) for v in raw[1:]]
 
 
 class LiveStore:
@@ -220,11 +175,14 @@ class LiveStore:
         self.calls = LiveCalls(settings)
         self._scripts: dict[str, Any] = {}
 
+    def script(self, source: str) -> Any:
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self.redis.register_script(source)
+        return found
+
     def run(self, call: ScriptCall) -> Any:
-        script = self._scripts.get(call.source)
-        if script is None:
-            script = self._scripts[call.source] = self.redis.register_script(call.source)
-        return script(keys=list(call.keys), args=list(call.args))
+        return self.script(call.source)(keys=list(call.keys), args=list(call.args))
 
     def get(self, task_id: str) -> dict[str, str]:
         return pairs(_flatten(self.redis.hgetall(keys.task_key(task_id))))
@@ -250,10 +208,6 @@ class AsyncLiveStore:
 
     async def get(self, task_id: str) -> dict[str, str]:
         return pairs(_flatten(await self.redis.hgetall(keys.task_key(task_id))))
-
-    async def partial(self, task_id: str) -> str:
-        value = await self.redis.get(keys.partial_key(task_id))
-        return text(value) if value is not None else ""
 
 
 def _flatten(mapping: Mapping[Any, Any]) -> list[Any]:

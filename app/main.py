@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from app.api import events, health, tasks, ws
+from app.api import admin, events, health, tasks, ws
 from app.bridge import EventBridge
 from app.context import GatewayContext
+from app.control import TaskControl
 from app.errors import install_error_handlers
-from app.live import AsyncLiveStore
+from app.live import AsyncLiveStore, LiveStore
 from app.settings import Settings, get_settings
 from app.store.db import create_store_engine
 from app.store.repo import TaskStore
@@ -37,12 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         engine = await anyio.to_thread.run_sync(create_store_engine, settings.database_url)
         celery = create_celery_app(settings)
+        store = TaskStore(engine)
+        # Steering calls (cancel, pause, retry...) are rare: they share the sync code path
+        # with the celery CLI and run on worker threads.
+        sync_client = redis.Redis.from_url(settings.require_redis_url(), socket_timeout=10)
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=client,
             live=AsyncLiveStore(client, settings),
-            store=TaskStore(engine),
+            store=store,
             celery=celery,
+            control=TaskControl(settings, LiveStore(sync_client, settings), store, celery),
         )
         app.state.bridge = EventBridge(client)
         await app.state.bridge.start()
@@ -52,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.bridge.stop()
             await client.aclose()
+            sync_client.close()
             engine.dispose()
             celery.close()
 
@@ -66,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(events.router)
     app.include_router(ws.router)
+    app.include_router(admin.router)
     return app

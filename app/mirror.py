@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.store.repo import TaskStore, utc
+from app.store.models import TaskRow
+from app.store.repo import TaskStore, aware, utc
 
 
 def _json(value: str | None) -> Any:
@@ -30,6 +31,31 @@ def sql_fields(live: dict[str, str], partial: str | None = None) -> dict[str, An
     if partial is not None:
         fields["partial"] = partial
     return fields
+
+
+def live_fields_from_row(row: TaskRow, tier: str) -> dict[str, str]:
+    """Rebuild a live record from the SQL row (its Redis copy expired): for manual retry."""
+    created = aware(row.created_at)
+    return {
+        "id": row.id,
+        "tenant": row.tenant,
+        "state": "queued",
+        "queue": row.queue,
+        "tier": tier,
+        "priority": str(row.priority),
+        "estimated_seconds": str(row.estimated_seconds),
+        "estimate_source": row.estimate_source,
+        "agent_id": row.agent_id,
+        "session_id": row.session_id or "",
+        "created_at": f"{created.timestamp() if created else 0:.6f}",
+        "attempts": str(row.attempts),
+        "retry_base": str(row.attempts),
+        # Past the first dispatch: a revoke remembered by workers must not eat it.
+        "dispatch": str(row.attempts + 1),
+        "timeout_seconds": str(row.timeout_seconds or ""),
+        "request": json.dumps(row.request),
+        "metadata": json.dumps(row.metadata_) if row.metadata_ else "",
+    }
 
 
 def mirror_live(

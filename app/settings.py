@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_API_KEY = "dev-key-change-me"
 DEV_V1_TOKEN = "dev-v1-token"
+DEV_ADMIN_KEY = "dev-admin-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
         default_factory=lambda: {DEV_API_KEY: "dev"},
         description="API keys and the tenant each belongs to, as `key:tenant,key2:tenant2`.",
     )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEV_ADMIN_KEY],
+        description="Operator keys for /v1/admin (queue pause/resume, breaker), comma-separated.",
+    )
     max_message_chars: int = Field(100_000, description="Largest accepted message (characters).")
     queue_limit: int = Field(10_000, description="Most queued tasks per queue before 429.")
     short_time_limit: int = Field(300, description="Run-time limit of the short tier (s).")
@@ -80,6 +85,12 @@ class Settings(BaseSettings):
     )
     v1_max_concurrency: int = Field(
         8, description="Most concurrent V1 runs across all workers (V1's capacity budget)."
+    )
+    breaker_threshold: int = Field(
+        5, description="Consecutive V1 failures (unreachable, 5xx, 408, 429) that open the breaker."
+    )
+    breaker_cooldown: float = Field(
+        30.0, description="Seconds the breaker stays open before one probe task is let through."
     )
     worker_concurrency: int = Field(50, description="Most tasks per worker process.")
     progress_interval: float = Field(
@@ -114,7 +125,7 @@ class Settings(BaseSettings):
             return pairs
         return value
 
-    @field_validator("v1_agents", mode="before")
+    @field_validator("v1_agents", "admin_api_keys", mode="before")
     @classmethod
     def _parse_agents(cls, value: object) -> object:
         if isinstance(value, str):
@@ -126,6 +137,8 @@ class Settings(BaseSettings):
         if self.environment == "production":
             if DEV_API_KEY in self.api_keys:
                 raise ValueError("ENVIRONMENT=production: set API_KEYS to real keys")
+            if DEV_ADMIN_KEY in self.admin_api_keys:
+                raise ValueError("ENVIRONMENT=production: set ADMIN_API_KEYS to real keys")
             if self.v1_token.get_secret_value() == DEV_V1_TOKEN:
                 raise ValueError("ENVIRONMENT=production: set V1_TOKEN")
             if self.flower_password.get_secret_value() == "admin-change-me":

@@ -23,11 +23,11 @@ from types import FrameType
 from celery import Celery
 
 from app import keys
-from app.live import LiveStore, finalize_result, recover_call, text
+from app.live import LiveStore, finalize_result, outcome_and_woken, text
 from app.mirror import mirror_live
 from app.settings import Settings, get_settings
 from app.store.repo import TaskStore
-from tasks.dispatch import dispatch
+from tasks.publish import publish_due
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class Maintenance:
         done = 0
         for task_id in ids:
             fence = f"recovery:{uuid.uuid4().hex}"
-            action, attempts, queue = (text(v) for v in self.live.run(recover_call(task_id, fence)))
+            recovered = self.live.run(self.live.calls.recover(task_id, fence))
+            action, attempts, queue = (text(v) for v in recovered)
             if action == "gone":
                 continue
             done += 1
@@ -78,26 +79,16 @@ class Maintenance:
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
                 call = self.live.calls.requeue(task_id, fence, 0.0, error, queue)
-                if int(self.live.run(call)) > 0:
+                dispatch_no, woken = outcome_and_woken(self.live.run(call))
+                publish_due(self.live, self.celery, [*woken, task_id])
+                if int(dispatch_no) > 0:
                     self._mirror(task_id, "re-queued after its worker was lost")
         return done
 
     def dispatch_due(self) -> int:
         """Publish retries whose delay passed, and tasks whose publisher died before it."""
-        client = self.live.redis
-        ids = [
-            text(v) for v in client.zrangebyscore(keys.DISPATCH_DUE, "-inf", time.time(), 0, 500)
-        ]
-        sent = 0
-        for task_id in ids:
-            state, queue, dispatch_no = client.hmget(
-                keys.task_key(task_id), "state", "queue", "dispatch"
-            )
-            if state == b"queued" and queue and dispatch_no:
-                dispatch(self.celery, task_id, text(queue), int(dispatch_no))
-                sent += 1
-            client.zrem(keys.DISPATCH_DUE, task_id)
-        return sent
+        due = self.live.redis.zrangebyscore(keys.DISPATCH_DUE, "-inf", time.time(), 0, 500)
+        return publish_due(self.live, self.celery, [text(v) for v in due])
 
     def expire_overdue(self) -> int:
         now = time.time()
@@ -118,6 +109,7 @@ class Maintenance:
                     error={"type": "timed_out", "message": reason},
                 )
                 outcome = finalize_result(self.live.run(call))
+                publish_due(self.live, self.celery, outcome.woken)
                 if outcome.ended:
                     ended = True
                     self._mirror(task_id, reason, outcome.detail)
@@ -135,6 +127,7 @@ class Maintenance:
     def _finish(self, task_id: str, state: str, token: str, **kwargs: object) -> None:
         call = self.live.calls.finalize(task_id, state, token=token, **kwargs)  # type: ignore[arg-type]
         outcome = finalize_result(self.live.run(call))
+        publish_due(self.live, self.celery, outcome.woken)
         if outcome.ended:
             self._mirror(task_id, "worker lost", outcome.detail)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -18,14 +19,31 @@ from celery import shared_task
 from celery.worker import state as worker_state
 from greenlet import GreenletExit
 
-from app.live import claim_result, finalize_result
+from app import keys
+from app.estimator import learn
+from app.live import claim_result, finalize_result, outcome_and_woken
 from app.mirror import mirror_live
-from tasks.errors import LeaseLost, TaskCancelled, TaskRunError, TaskTimeLimit
+from tasks.errors import (
+    LeaseLost,
+    TaskCancelled,
+    TaskRunError,
+    TaskTimeLimit,
+    V1RateLimited,
+    V1ServerError,
+    V1StreamError,
+    V1Timeout,
+    V1Unreachable,
+)
 from tasks.progress import ProgressEmitter
+from tasks.publish import publish_due
 from tasks.runtime import WorkerRuntime, get_runtime
 from tasks.supervision import RunningTask
 
 log = logging.getLogger(__name__)
+
+# Failures that say V1 itself is unwell (they count towards opening the breaker).
+BREAKER_FAILURES = (V1Unreachable, V1ServerError, V1Timeout, V1RateLimited, V1StreamError)
+BREAKER_HOLD_GRACE = 60.0
 
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
@@ -45,6 +63,8 @@ def run_task(self: Any, task_id: str, dispatch_no: str = "") -> str:
 def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str) -> str:
     token = uuid.uuid4().hex
     live = runtime.live
+    if not wait_for_breaker(runtime, task_id):
+        return "not_queued"
     claim = claim_result(
         live.run(
             live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
@@ -57,8 +77,8 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
         finish(runtime, task_id, "cancelled", reason="cancelled by request")
         return "cancelled"
     if claim.outcome != "claimed":
-        # terminal / stale / duplicate / paused / missing: a redelivered or superseded
-        # message, or a paused task (resume dispatches it again). Never run it.
+        # wait_session / wait_capacity / paused: parked, woken later with a new message.
+        # terminal / stale / duplicate / missing: a redelivered or superseded message.
         log.info("task %s not run: %s", task_id, claim.outcome)
         return claim.outcome
     fields = claim.fields
@@ -70,7 +90,8 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     settings = runtime.settings
     live = runtime.live
     request = json.loads(fields["request"])
-    attempts = int(fields.get("attempts") or 1)
+    # A manual retry starts a fresh round of automatic retries.
+    attempts = int(fields.get("attempts") or 1) - int(fields.get("retry_base") or 0)
     deadline, promote_to = attempt_deadlines(fields, settings, time.time())
     running = RunningTask(task_id, token, gevent.getcurrent(), deadline, promote_to)
     runtime.supervisor.add(running)
@@ -85,7 +106,9 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
                 on_delta=progress.add,
             )
         progress.flush()
+        runtime.breaker.record(ok=True)
         finish(runtime, task_id, "succeeded", token=token, result=result.as_dict())
+        learn_duration(runtime, fields)
         return "succeeded"
     except TaskCancelled as exc:
         _flush_quietly(progress)
@@ -108,6 +131,8 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
         return "lease_lost"
     except TaskRunError as exc:
         _flush_quietly(progress)
+        if isinstance(exc, BREAKER_FAILURES):
+            runtime.breaker.record(ok=False)
         if runtime.policy.should_retry(exc, attempts):
             delay = runtime.policy.delay(attempts)
             requeue(runtime, task_id, token, delay, exc.as_dict(), fields.get("queue", "short"))
@@ -124,6 +149,25 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     finally:
         progress.close()
         runtime.supervisor.remove(task_id)
+
+
+def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
+    """Hold a fetched task while V1's breaker is open. False: it is no longer queued."""
+    while True:
+        verdict = runtime.breaker.check()
+        if verdict.allowed:
+            return True
+        if runtime.redis.hget(keys.task_key(task_id), "state") != b"queued":
+            return False
+        # Should this worker die while holding it, maintenance publishes it again.
+        runtime.redis.zadd(keys.DISPATCH_DUE, {task_id: verdict.retry_at + BREAKER_HOLD_GRACE})
+        pause = min(max(verdict.retry_at - time.time(), 0.2), 5.0)
+        gevent.sleep(pause + random.uniform(0, 0.5))
+
+
+def learn_duration(runtime: WorkerRuntime, fields: dict[str, str]) -> None:
+    started = float(fields.get("attempt_started_at") or time.time())
+    learn(runtime.redis, fields["agent_id"], time.time() - started)
 
 
 def _flush_quietly(progress: ProgressEmitter) -> None:
@@ -173,6 +217,8 @@ def finish(
         task_id, state, token=token, result=result, error=error, reason=reason
     )
     outcome = finalize_result(live.run(call))
+    if outcome.woken:
+        publish_due(live, runtime.celery, outcome.woken)
     if outcome.ended:
         runtime.blocking(
             mirror_live,
@@ -195,7 +241,11 @@ def requeue(
 ) -> None:
     """Back to `queued`; maintenance publishes it once `delay` has passed."""
     live = runtime.live
-    if int(live.run(live.calls.requeue(task_id, token, delay, error, queue))) < 0:
+    dispatch_no, woken = outcome_and_woken(
+        live.run(live.calls.requeue(task_id, token, delay, error, queue))
+    )
+    publish_due(live, runtime.celery, woken)
+    if int(dispatch_no) < 0:
         return
     runtime.blocking(
         mirror_live,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery
 
+from app.breaker import Breaker
 from app.live import LiveStore
 from app.settings import Settings, get_settings
 from app.store.db import create_store_engine
@@ -36,6 +37,7 @@ class WorkerRuntime:
     v1: V1Client
     policy: RetryPolicy
     celery: Celery
+    breaker: Breaker
     supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, started lazily
 
     def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -84,6 +86,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
             max_delay=settings.retry_max_delay,
         ),
         celery=celery,
+        breaker=Breaker(client, settings.breaker_threshold, settings.breaker_cooldown),
     )
 
 

@@ -21,8 +21,10 @@ import gevent
 import redis
 
 from app import keys
+from app.live import outcome_and_woken
 from tasks.dispatch import task_id_of
 from tasks.errors import LeaseLost, TaskCancelled, TaskTimeLimit
+from tasks.publish import publish_due
 
 if TYPE_CHECKING:
     from tasks.runtime import WorkerRuntime
@@ -118,7 +120,7 @@ class Supervisor:
         live = self.runtime.live
         lease = self.runtime.settings.lease_seconds
         pipe = self.runtime.redis.pipeline(transaction=False)
-        script = live.redis.register_script(live.calls.renew("", "", 0).source)
+        script = live.script(live.calls.renew("", "", 0).source)
         for task in tasks:
             call = live.calls.renew(task.task_id, task.token, lease)
             script(keys=list(call.keys), args=list(call.args), client=pipe)
@@ -157,11 +159,13 @@ class Supervisor:
         self._seen_revokes = current
         for message in fresh:
             task_id = task_id_of(message)
-            outcome = self.runtime.live.run(
-                self.runtime.live.calls.cancel(task_id, "revoked by an operator")
+            live = self.runtime.live
+            outcome, woken = outcome_and_woken(
+                live.run(live.calls.cancel(task_id, "revoked by an operator"))
             )
+            publish_due(live, self.runtime.celery, woken)
             log.info("revoke of %s -> %s", task_id, outcome)
-            if outcome in ("cancelled", b"cancelled"):
+            if outcome == "cancelled":
                 self.runtime.blocking(
                     self.runtime.store.record_transition,
                     task_id,

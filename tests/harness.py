@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-alpha"
 OTHER_API_KEY = "test-key-beta"
 V1_TOKEN = "sim-token"
+ADMIN_KEY = "test-admin-key"
 
 
 def wait_until(
@@ -132,6 +133,9 @@ class System:
             LEASE_SECONDS="3",
             RETRY_BASE_DELAY="0.2",
             RETRY_MAX_DELAY="1",
+            V1_MAX_CONCURRENCY="100",
+            BREAKER_THRESHOLD="1000",
+            ADMIN_API_KEYS=ADMIN_KEY,
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(ROOT),
         )

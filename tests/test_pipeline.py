@@ -50,5 +50,18 @@ def test_submit_answers_with_routing_details(system: System) -> None:
     body = response.json()
     assert response.headers["location"] == f"/v1/tasks/{body['task_id']}"
     assert body["priority"] == 3 and body["queue"] == "short"
-    assert body["estimate_source"] == "heuristic" and body["estimated_seconds"] > 0
+    assert body["estimate_source"] in ("heuristic", "learned") and body["estimated_seconds"] > 0
     assert elapsed < 5  # sanity only; latency is measured in bench/, not here
+
+
+def test_estimate_learns_from_finished_tasks(system: System) -> None:
+    with system.client() as api:
+        first = submit(api, "learn me", agent_id="coder")
+        assert first["estimate_source"] == "heuristic"
+        for i in range(5):
+            task = submit(api, f"sample {i} [sim:delay=0.2]", agent_id="coder")
+            assert wait_terminal(api, task["task_id"])["state"] == "succeeded"
+        wait_terminal(api, first["task_id"])
+        learned = submit(api, "learn me", agent_id="coder")
+    assert learned["estimate_source"] == "learned"
+    assert 0.05 < learned["estimated_seconds"] < 5

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header, Query, Response
 
-from app.api.tasks_read import check_task_id, live_fields, load_task
+from app.api.tasks_read import load_task
+from app.control import Outcome
 from app.deps import Context, Tenant
-from app.errors import ApiError, not_found
-from app.mirror import mirror_live
+from app.errors import ApiError
 from app.schemas import TaskCreate, TaskList, TaskOut
 from app.states import TaskState
 
@@ -65,27 +66,39 @@ async def list_tasks(
     )
 
 
+async def _steer(ctx: Context, tenant: str, task_id: str, op: Callable[[str], Outcome]) -> Outcome:
+    await load_task(ctx, tenant, task_id)  # 404 unless it is this tenant's task
+    outcome = await anyio.to_thread.run_sync(op, task_id)
+    if not outcome.ok:
+        raise ApiError(409, "conflict", outcome.message, state=outcome.state)
+    return outcome
+
+
 @router.post("/{task_id}/cancel", response_model=TaskOut)
 async def cancel_task(task_id: str, ctx: Context, tenant: Tenant, response: Response) -> TaskOut:
-    """Queued or paused: cancelled at once (V1 is never called). Running: the worker closes
-    its V1 call (V1 aborts the run), keeps the partial output, and ends it `cancelled`."""
-    check_task_id(task_id)
-    fields, _ = await live_fields(ctx, task_id)
-    if not fields.get("state") or fields.get("tenant") != tenant:
-        await load_task(ctx, tenant, task_id)  # 404, or the finished task from SQL below
-        raise ApiError(409, "conflict", "the task has already finished; nothing to cancel")
-    outcome = await ctx.live.run(ctx.live.calls.cancel(task_id, "cancelled by request"))
-    outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-    if outcome.startswith("terminal:"):
-        state = outcome.partition(":")[2]
-        raise ApiError(409, "conflict", f"the task has already ended ({state}); nothing to cancel")
-    if outcome == "missing":
-        raise not_found(task_id)
-    if outcome == "cancelled":
-        fields, partial = await live_fields(ctx, task_id)
-        await anyio.to_thread.run_sync(
-            mirror_live, ctx.store, task_id, fields, partial, "cancelled by request"
-        )
-    else:
-        response.status_code = 202  # requested: the worker will end it within about a second
+    """Queued or paused: cancelled at once, V1 never called (200). Running: the worker
+    closes its V1 call (V1 aborts the run) and keeps the partial output (202). Ended: 409."""
+    outcome = await _steer(ctx, tenant, task_id, ctx.control.cancel)
+    if outcome.state == "running":
+        response.status_code = 202
+    return await load_task(ctx, tenant, task_id)
+
+
+@router.post("/{task_id}/pause", response_model=TaskOut)
+async def pause_task(task_id: str, ctx: Context, tenant: Tenant) -> TaskOut:
+    """A paused task is not run until resumed. Only queued tasks: V1 cannot pause a run."""
+    await _steer(ctx, tenant, task_id, ctx.control.pause)
+    return await load_task(ctx, tenant, task_id)
+
+
+@router.post("/{task_id}/resume", response_model=TaskOut)
+async def resume_task(task_id: str, ctx: Context, tenant: Tenant) -> TaskOut:
+    await _steer(ctx, tenant, task_id, ctx.control.resume)
+    return await load_task(ctx, tenant, task_id)
+
+
+@router.post("/{task_id}/retry", response_model=TaskOut, status_code=202)
+async def retry_task(task_id: str, ctx: Context, tenant: Tenant) -> TaskOut:
+    """A failed, cancelled or timed-out task starts a new attempt under the same id."""
+    await _steer(ctx, tenant, task_id, ctx.control.retry)
     return await load_task(ctx, tenant, task_id)

@@ -109,6 +109,15 @@ class TaskStore:
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1]) if more and rows else None)
 
+    def recent(self, *, state: str | None = None, limit: int = 50) -> list[TaskRow]:
+        """Operators' view across tenants, newest first."""
+        stmt = select(TaskRow)
+        if state is not None:
+            stmt = stmt.where(TaskRow.state == state)
+        stmt = stmt.order_by(TaskRow.created_at.desc()).limit(limit)
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
     def ids_in_state(self, states: Sequence[str], limit: int = 1000) -> Sequence[str]:
         with self._session() as session:
             stmt = select(TaskRow.id).where(TaskRow.state.in_(states)).limit(limit)

@@ -1,0 +1,92 @@
+"""/v1/admin: what operators need besides Flower: queue depths and pause/resume, the V1
+budget and the breaker. Authenticated with ADMIN_API_KEYS."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+
+from app import keys
+from app.breaker import describe
+from app.deps import Context, bearer_key
+from app.errors import ApiError
+from app.live import budget_name
+from app.states import QUEUES
+
+router = APIRouter(prefix="/v1/admin", tags=["operators"])
+
+
+def require_admin(request: Request, ctx: Context) -> None:
+    key = bearer_key(request.headers.get("authorization")) or ""
+    offered = hashlib.sha256(key.encode()).digest()
+    if not key or not any(
+        hmac.compare_digest(offered, hashlib.sha256(k.encode()).digest())
+        for k in ctx.settings.admin_api_keys
+    ):
+        raise ApiError(401, "unauthorized", "an operator key (ADMIN_API_KEYS) is required",
+                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+Admin = Annotated[None, Depends(require_admin)]
+
+
+def _check_queue(queue: str) -> None:
+    if queue not in QUEUES:
+        raise ApiError(404, "not_found", f"no queue {queue!r}; queues: {', '.join(QUEUES)}")
+
+
+@router.get("/queues")
+async def queues(ctx: Context, _admin: Admin) -> dict[str, Any]:
+    budget = budget_name(ctx.settings.v1_url)
+    pipe = ctx.redis.pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(queue)
+    pipe.hgetall(keys.PAUSED_QUEUES)
+    pipe.zcard(f"{keys.PREFIX}:v1slots:{budget}")
+    pipe.zcard(f"{keys.PREFIX}:v1wait:{budget}")
+    pipe.hgetall(keys.BREAKER)
+    *depths, paused, in_use, waiting, breaker = await pipe.execute()
+    paused_names = {k.decode() for k in paused}
+    return {
+        "queues": {q: {"depth": d, "paused": q in paused_names} for q, d in zip(QUEUES, depths)},
+        "v1_budget": {
+            "limit": ctx.settings.v1_max_concurrency,
+            "in_use": in_use,
+            "waiting": waiting,
+        },  # fmt: skip
+        "breaker": describe(breaker),
+    }
+
+
+@router.get("/breaker")
+async def breaker(ctx: Context, _admin: Admin) -> dict[str, str]:
+    return describe(await ctx.redis.hgetall(keys.BREAKER))
+
+
+@router.post("/queues/{queue}/pause")
+async def pause_queue(queue: str, ctx: Context, _admin: Admin) -> dict[str, Any]:
+    """Workers stop taking from the queue (see tasks.queue_control); tasks stay queued."""
+    _check_queue(queue)
+    await ctx.redis.hset(keys.PAUSED_QUEUES, queue, "1")
+    replies = await anyio.to_thread.run_sync(
+        lambda: ctx.celery.control.broadcast(
+            "v2_pause_queue", arguments={"queue": queue}, reply=True, timeout=2.0
+        )
+    )
+    return {"queue": queue, "paused": True, "workers": len(replies or [])}
+
+
+@router.post("/queues/{queue}/resume")
+async def resume_queue(queue: str, ctx: Context, _admin: Admin) -> dict[str, Any]:
+    _check_queue(queue)
+    await ctx.redis.hdel(keys.PAUSED_QUEUES, queue)
+    replies = await anyio.to_thread.run_sync(
+        lambda: ctx.celery.control.broadcast(
+            "v2_resume_queue", arguments={"queue": queue}, reply=True, timeout=2.0
+        )
+    )
+    return {"queue": queue, "paused": False, "workers": len(replies or [])}

@@ -1,0 +1,97 @@
+"""Steering one task: cancel, pause, resume, retry. Shared by the gateway (on a worker
+thread) and the celery CLI sub-commands, so both behave the same."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from celery import Celery
+
+from app.live import LiveStore, outcome_and_woken, text
+from app.mirror import live_fields_from_row, mirror_live
+from app.routing import choose_tier
+from app.settings import Settings
+from app.store.repo import TaskStore
+from tasks.publish import publish_due
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    state: str  # the task's state after the call (or what prevented it)
+    message: str = ""
+
+
+@dataclass
+class TaskControl:
+    settings: Settings
+    live: LiveStore
+    store: TaskStore
+    celery: Celery
+
+    def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
+        outcome, woken = outcome_and_woken(self.live.run(self.live.calls.cancel(task_id, reason)))
+        publish_due(self.live, self.celery, woken)
+        if outcome == "cancelled":
+            self._mirror(task_id, reason)
+            return Outcome(True, "cancelled")
+        if outcome == "requested":
+            return Outcome(True, "running", "the worker is closing its V1 call")
+        if outcome == "missing":
+            row = self.store.get(task_id)
+            state = row.state if row else "missing"
+            return Outcome(False, state, "the task has already ended; nothing to cancel")
+        state = outcome.partition(":")[2]
+        return Outcome(False, state, f"the task has already ended ({state}); nothing to cancel")
+
+    def pause(self, task_id: str) -> Outcome:
+        outcome = text(self.live.run(self.live.calls.pause(task_id)))
+        if outcome == "paused":
+            self._mirror(task_id, "paused")
+            return Outcome(True, "paused")
+        if outcome == "running":
+            return Outcome(False, outcome, "a running task cannot be paused: V1 cannot pause "
+                           "an agent run; cancel it instead")  # fmt: skip
+        return Outcome(False, outcome, f"only a queued task can be paused (it is {outcome})")
+
+    def resume(self, task_id: str) -> Outcome:
+        raw = self.live.run(self.live.calls.resume(task_id))
+        outcome = text(raw[0])
+        if outcome != "resumed":
+            return Outcome(False, outcome, f"only a paused task can be resumed (it is {outcome})")
+        publish_due(self.live, self.celery, [task_id] if int(raw[1]) else [])
+        self._mirror(task_id, "resumed")
+        return Outcome(True, "queued")
+
+    def retry(self, task_id: str, reason: str = "manual retry") -> Outcome:
+        outcome = text(self.live.run(self.live.calls.retry(task_id, time.time(), reason)))
+        if outcome == "missing":
+            outcome = self._recreate(task_id)
+        if outcome != "queued":
+            return Outcome(False, outcome, "only a failed, cancelled or timed-out task can be "
+                           f"retried (it is {outcome})")  # fmt: skip
+        publish_due(self.live, self.celery, [task_id])
+        self._mirror(task_id, reason)
+        return Outcome(True, "queued")
+
+    def _recreate(self, task_id: str) -> str:
+        """The live record expired (kept 24 h): rebuild it from the SQL row."""
+        row = self.store.get(task_id)
+        if row is None:
+            return "missing"
+        if row.state not in ("failed", "cancelled", "timed_out"):
+            return row.state
+        calls = self.live.calls
+        tier = choose_tier(row.estimated_seconds, self.settings)
+        fields = live_fields_from_row(row, tier)
+        now = time.time()
+        fields["created_at"] = f"{now:.6f}"
+        created = self.live.run(calls.create(task_id, fields, {"queue": row.queue,
+                                "priority": row.priority, "retry": True},
+                                now + calls.absolute_limit))  # fmt: skip
+        return "queued" if int(created) == 1 else "conflict"
+
+    def _mirror(self, task_id: str, detail: str) -> None:
+        mirror_live(self.store, task_id, self.live.get(task_id), self.live.partial(task_id),
+                    detail)  # fmt: skip

@@ -1,0 +1,216 @@
+"""Issue 5 #1: submit latency of `POST /v1/tasks`, against a one-LPUSH FastAPI baseline.
+
+Both servers run in their own process with the same uvicorn settings, on the same fresh
+Valkey (separate DBs). No Celery worker runs: submitted tasks stay queued (QUEUE_LIMIT is
+raised to 1,000,000 so the queue never refuses). Load comes from this process through
+`bench.loadgen` (raw HTTP/1.1 keep-alive, open loop: latency from the scheduled send time).
+
+Figures: p50/p99 at each offered rate for ours and the baseline with p99(ours)/p99(base);
+max sustained submits/s (closed loop, --closed-concurrency clients); the highest offered
+rate each served with p99 < 50 ms and no errors; server CPU per submit.
+
+    .venv/bin/python -m bench.submit_latency [--quick] [--rates 100,200,400,800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bench import loadgen
+from bench.common import AUTH, Bench, ProcWatch, Report, child_env, log
+from tests.harness import wait_until
+
+NAME = "submit_latency"
+P99_TARGET_MS = 50.0  # the design notes' "task id in < 50 ms"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.submit_latency", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rates, shorter phases")
+    parser.add_argument("--rates", default=None, help="offered rates, e.g. 100,200,400,800")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per rate")
+    parser.add_argument("--closed-concurrency", type=int, default=32)
+    parser.add_argument("--closed-seconds", type=float, default=None)
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    args = parser.parse_args(argv)
+    if args.rates is None:
+        args.rates = "100,200,400" if args.quick else "100,200,400,800"
+    args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.seconds is None:
+        args.seconds = 3.0 if args.quick else 8.0
+    if args.closed_seconds is None:
+        args.closed_seconds = 3.0 if args.quick else 6.0
+    return args
+
+
+BODY = {"message": "benchmark submit [sim:chunks=1]", "estimated_seconds": 5}
+
+
+def start_baseline(bench: Bench, redis_url: str) -> tuple[str, int]:
+    from app.embedded_valkey import free_port
+
+    port = free_port()
+    proc = bench.process(
+        "baseline-app",
+        [sys.executable, "-m", "bench.baseline_app", "--port", str(port), "--redis-url", redis_url],
+        child_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"baseline app exited:\n{proc.log()[-2000:]}")
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 30, 0.1, "baseline /readyz")
+    return url, proc.pid
+
+
+async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """targets: name -> (base url, server pid). Returns per-target phase summaries."""
+    out: dict[str, Any] = {name: {"open": [], "closed": None} for name in targets}
+    pools: dict[str, loadgen.Pool] = {}
+    requests: dict[str, bytes] = {}
+    watches = {name: ProcWatch(pid) for name, (_, pid) in targets.items()}
+    for name, (url, _) in targets.items():
+        host, port = url.removeprefix("http://").split(":")
+        pools[name] = loadgen.Pool(host, int(port), limit=512)
+        requests[name] = loadgen.build_request(host, int(port), "/v1/tasks", BODY, AUTH)
+    try:
+        for name in targets:  # warm-up: connections, imports, first SQL insert
+            warm = await loadgen.open_loop(pools[name], requests[name], 100, 1.5, args.timeout)
+            if warm.ok == 0:
+                raise RuntimeError(f"{name}: warm-up failed: {dict(warm.errors)}")
+        for rate in args.rate_list:
+            for name in targets:
+                await asyncio.sleep(1.0)
+                cpu0 = watches[name].cpu()
+                phase = await loadgen.open_loop(
+                    pools[name], requests[name], rate, args.seconds, args.timeout
+                )
+                summary = phase.summary()
+                summary["server_cpu_ms_per_submit"] = (
+                    round(1000 * (watches[name].cpu() - cpu0) / phase.ok, 3) if phase.ok else None
+                )
+                out[name]["open"].append(summary)
+                lat = summary["latency_ms"]
+                log(
+                    NAME,
+                    f"{name:8s} {rate:6.0f}/s offered: ok {phase.ok}/{phase.sent} "
+                    f"p50 {lat['p50']} ms p99 {lat['p99']} ms achieved "
+                    f"{summary['achieved_rate']}/s errors {dict(phase.errors)} "
+                    f"client cpu {summary['client_cpu_pct']}%",
+                )
+        for name in targets:
+            await asyncio.sleep(1.0)
+            cpu0 = watches[name].cpu()
+            phase = await loadgen.closed_loop(
+                pools[name], requests[name], args.closed_concurrency, args.closed_seconds
+            )
+            summary = phase.summary()
+            summary["server_cpu_ms_per_submit"] = (
+                round(1000 * (watches[name].cpu() - cpu0) / phase.ok, 3) if phase.ok else None
+            )
+            out[name]["closed"] = summary
+            log(
+                NAME,
+                f"{name:8s} closed loop x{args.closed_concurrency}: {summary['achieved_rate']}/s "
+                f"p99 {summary['latency_ms']['p99']} ms server cpu "
+                f"{summary['server_cpu_ms_per_submit']} ms/submit",
+            )
+    finally:
+        for pool in pools.values():
+            pool.close()
+    return out
+
+
+def max_rate_under_target(phases: list[dict[str, Any]]) -> float | None:
+    good = [
+        p["offered_rate"]
+        for p in phases
+        if not p["errors"]
+        and p["latency_ms"]["p99"] is not None
+        and p["latency_ms"]["p99"] < P99_TARGET_MS
+    ]
+    return max(good) if good else None
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report(NAME, f"bench.{NAME}", {k: v for k, v in vars(args).items()})
+    with Bench(NAME) as bench:
+        bench.valkey()
+        system = bench.system("http://127.0.0.1:9", QUEUE_LIMIT="1000000")
+        system.start_gateway()
+        base_url, base_pid = start_baseline(bench, bench.redis_url(bench.new_db()))
+        assert system.gateway is not None
+        targets = {"ours": (system.url, system.gateway.pid), "baseline": (base_url, base_pid)}
+        log(NAME, f"gateway {system.url}, baseline {base_url}; no workers (tasks stay queued)")
+        try:
+            import uvloop
+
+            results = uvloop.run(measure(args, targets))
+        except ImportError:
+            results = asyncio.run(measure(args, targets))
+    report.details = results
+    ours, base = results["ours"], results["baseline"]
+    for o, b in zip(ours["open"], base["open"], strict=True):
+        rate = f"{o['offered_rate']:.0f}/s"
+        report.add(f"submit p50 @ {rate}", o["latency_ms"]["p50"], "ms",
+                   baseline=b["latency_ms"]["p50"])  # fmt: skip
+        note = ""
+        if o["errors"] or b["errors"]:
+            note = f"errors ours={o['errors']} base={b['errors']}"
+        report.add(f"submit p99 @ {rate}", o["latency_ms"]["p99"], "ms",
+                   baseline=b["latency_ms"]["p99"], note=note)  # fmt: skip
+    oc, bc = ours["closed"], base["closed"]
+    report.add(
+        "max sustained submits/s (closed loop)",
+        oc["achieved_rate"],
+        "1/s",
+        baseline=bc["achieved_rate"],
+        note=f"{args.closed_concurrency} clients, p99 ours {oc['latency_ms']['p99']} ms / "
+        f"base {bc['latency_ms']['p99']} ms",
+    )
+    report.add(
+        f"highest offered rate with p99 < {P99_TARGET_MS:.0f} ms",
+        max_rate_under_target(ours["open"]),
+        "1/s",
+        baseline=max_rate_under_target(base["open"]),
+        note="of the rates tried",
+    )
+    report.add(
+        "server CPU per submit (closed loop)",
+        oc["server_cpu_ms_per_submit"],
+        "ms",
+        baseline=bc["server_cpu_ms_per_submit"],
+        note="gateway / baseline process only (Valkey not counted)",
+    )
+    report.note(
+        "ours = app gateway (python -m app) POST /v1/tasks; baseline = bench/baseline_app.py "
+        "(pydantic body, one LPUSH); same uvicorn settings; no Celery worker running "
+        "(tasks stay queued, QUEUE_LIMIT=1000000); ratio = ours / baseline."
+    )
+    report.note("load generator: bench/loadgen.py in this process (2 cores shared with servers)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    report = run(args)
+    report.finish()
+    log(NAME, f"done in {time.time() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Issue 5 #5: worker CPU seconds per task, ours against the textbook Celery worker.
+
+Ours: one gevent worker (`-c 50`, all queues) runs N instant tasks (`[sim:chunks=1]`)
+submitted through the gateway. Baseline (same run, same simulator): `celery -A
+bench.plain_celery worker` with default settings (prefork, one process per core, Redis
+broker + result backend, `httpx.post` with a new client per call) runs the same N calls
+sent with `call_v1.delay()`. CPU = utime+stime of the worker process tree (prefork: parent
++ children) between just before the first submit and the moment the last task ended, / N.
+Also shown: the same minus the worker's idle CPU rate over that window, and Valkey CPU.
+
+    .venv/bin/python -m bench.worker_cpu [--quick] [--tasks 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.common import (
+    Bench,
+    ProcWatch,
+    Report,
+    api_client,
+    log,
+    new_tag,
+    plain_celery_worker,
+    submit_many,
+    wait_all_terminal,
+)
+from tests.harness import ManagedProcess
+from v1sim.process import SimulatorProcess
+
+NAME = "worker_cpu"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_cpu", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tasks", type=int, default=None, help="default 1000, quick 200")
+    parser.add_argument("--concurrency", type=int, default=50, help="our worker's -c")
+    parser.add_argument("--idle-seconds", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=150.0)
+    args = parser.parse_args(argv)
+    if args.tasks is None:
+        args.tasks = 200 if args.quick else 1000
+    return args
+
+
+def idle_rate(watch: ProcWatch, seconds: float) -> float:
+    cpu0 = watch.cpu()
+    time.sleep(seconds)
+    return (watch.cpu() - cpu0) / seconds
+
+
+def cpu_figures(
+    n: int, worker: tuple[float, float], valkey: tuple[float, float], wall: float, idle: float
+) -> dict[str, Any]:
+    used = worker[1] - worker[0]
+    return {
+        "tasks": n,
+        "wall_s": round(wall, 2),
+        "worker_cpu_s": round(used, 3),
+        "worker_ms_per_task": round(1000 * used / n, 3),
+        "worker_idle_cpu_pct": round(100 * idle, 2),
+        "worker_ms_per_task_idle_corrected": round(1000 * (used - idle * wall) / n, 3),
+        "valkey_ms_per_task": round(1000 * (valkey[1] - valkey[0]) / n, 3),
+    }
+
+
+async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace) -> dict[str, Any]:
+    system = bench.system(sim.url, V1_MAX_CONCURRENCY="1000", QUEUE_LIMIT="1000000")
+    system.start_gateway()
+    worker = system.start_worker(concurrency=args.concurrency)
+    assert system.gateway is not None
+    watch, gateway, valkey = ProcWatch(worker.pid), ProcWatch(system.gateway.pid), _valkey(bench)
+    # One task first so every lazy import / connection of the worker is paid before measuring.
+    async with api_client(system.url, connections=16) as client:
+        warm = await submit_many(client, [{"message": "warm [sim:chunks=1]"}] * 3)
+        wait_all_terminal(system.redis_url, [w["task_id"] for w in warm], 30, 0.1)
+        idle = idle_rate(watch, args.idle_seconds)
+        tag = new_tag("cpu-ours")
+        bodies = [
+            {"message": f"cpu {i} [sim:chunks=1] [sim:tag={tag}]", "estimated_seconds": 1}
+            for i in range(args.tasks)
+        ]
+        w0, v0, g0, t0 = watch.cpu(), valkey.cpu(), gateway.cpu(), time.time()
+        accepted = await submit_many(client, bodies, concurrency=16)
+        ok, states = await asyncio.to_thread(
+            wait_all_terminal, system.redis_url, [a["task_id"] for a in accepted], args.timeout, 0.1
+        )
+        w1, v1, g1, t1 = watch.cpu(), valkey.cpu(), gateway.cpu(), time.time()
+    figures = cpu_figures(args.tasks, (w0, w1), (v0, v1), t1 - t0, idle)
+    figures["all_terminal"] = ok
+    figures["succeeded"] = sum(1 for s in states.values() if s == "succeeded")
+    figures["gateway_ms_per_task"] = round(1000 * (g1 - g0) / args.tasks, 3)
+    figures["worker"] = f"celery -A tasks worker -P gevent -c {args.concurrency} (tests.harness)"
+    return figures
+
+
+def run_baseline(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace) -> dict[str, Any]:
+    from bench import plain_celery
+
+    broker = bench.redis_url(bench.new_db())
+    proc: ManagedProcess = plain_celery_worker(bench, broker, sim.url, name="plain-cpu")
+    app = plain_celery.configure(broker)
+    watch, valkey = ProcWatch(proc.pid), _valkey(bench)
+    try:
+        plain_celery.call_v1.delay("warm [sim:chunks=1]").get(timeout=30)
+        plain_celery.call_v1.delay("warm [sim:chunks=1]").get(timeout=30)
+        idle = idle_rate(watch, args.idle_seconds)
+        tag = new_tag("cpu-plain")
+        w0, v0, t0 = watch.cpu(), valkey.cpu(), time.time()
+        with ThreadPoolExecutor(4) as pool:
+            results = list(
+                pool.map(
+                    lambda i: plain_celery.call_v1.delay(f"cpu {i} [sim:chunks=1] [sim:tag={tag}]"),
+                    range(args.tasks),
+                )
+            )
+        deadline = time.monotonic() + args.timeout
+        done = 0
+        for result in results:
+            try:
+                result.get(timeout=max(deadline - time.monotonic(), 0.1))
+                done += 1
+            except Exception:
+                pass
+        w1, v1, t1 = watch.cpu(), valkey.cpu(), time.time()
+        children = len(watch.proc.children(recursive=True))
+    finally:
+        app.close()
+    figures = cpu_figures(args.tasks, (w0, w1), (v0, v1), t1 - t0, idle)
+    figures["succeeded"] = done
+    figures["worker"] = f"celery -A bench.plain_celery worker (prefork, {children} children)"
+    return figures
+
+
+def _valkey(bench: Bench) -> ProcWatch:
+    pid = bench.valkey_pid()
+    assert pid is not None
+    return ProcWatch(pid, tree=False)
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report(NAME, f"bench.{NAME}", dict(vars(args)))
+    with Bench(NAME) as bench:
+        bench.valkey()
+        sim = bench.simulator(capacity=200)
+        log(NAME, f"ours: {args.tasks} instant tasks")
+        ours = asyncio.run(run_ours(bench, sim, args))
+        log(NAME, f"ours: {ours}")
+        log(NAME, f"baseline: {args.tasks} plain Celery calls")
+        base = run_baseline(bench, sim, args)
+        log(NAME, f"baseline: {base}")
+    report.details = {"ours": ours, "baseline": base}
+    report.add(
+        "worker CPU per task",
+        ours["worker_ms_per_task"],
+        "ms",
+        baseline=base["worker_ms_per_task"],
+        note=f"ours {ours['succeeded']}/{args.tasks} succeeded, base {base['succeeded']}",
+    )
+    report.add(
+        "worker CPU per task, idle CPU subtracted",
+        ours["worker_ms_per_task_idle_corrected"],
+        "ms",
+        baseline=base["worker_ms_per_task_idle_corrected"],
+        note=f"idle: ours {ours['worker_idle_cpu_pct']}%, base {base['worker_idle_cpu_pct']}%",
+    )
+    report.add(
+        "Valkey CPU per task", ours["valkey_ms_per_task"], "ms",
+        baseline=base["valkey_ms_per_task"],
+    )  # fmt: skip
+    report.add(
+        "gateway CPU per task (submit side)", ours["gateway_ms_per_task"], "ms",
+        note="baseline has no gateway (bench calls .delay())",
+    )  # fmt: skip
+    report.add("wall time for all tasks", ours["wall_s"], "s", baseline=base["wall_s"])
+    report.note(
+        f"ours: {ours['worker']}; baseline: {base['worker']}, default settings; "
+        "ratio = ours / baseline"
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = run(parse_args(argv))
+    report.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
