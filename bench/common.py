@@ -494,7 +494,7 @@ class Report:
                 "value": value,
                 "unit": unit,
                 "baseline": baseline,
-                "ratio": None if ratio is None else round(ratio, 3),
+                "ratio": None if ratio is None else float(f"{ratio:.4g}"),
                 "note": note,
                 "command": self.command,
             }

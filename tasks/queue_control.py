@@ -16,6 +16,7 @@ from celery.signals import worker_ready
 from celery.worker.control import control_command, ok
 
 from app import keys
+from app.live import text
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _apply_paused_queues(sender: Any = None, **_: Any) -> None:
     HOME_QUEUES.update(q.name for q in consumer.task_consumer.queues)
     client = redis.Redis.from_url(consumer.app.conf.broker_url)
     try:
-        paused = {name.decode() for name in client.hkeys(keys.PAUSED_QUEUES)}
+        paused = {text(name) for name in client.hkeys(keys.PAUSED_QUEUES)}
     finally:
         client.close()
     for queue in sorted(paused & HOME_QUEUES):

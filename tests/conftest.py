@@ -6,18 +6,14 @@ workers here are real `celery worker -P gevent` processes.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from app.embedded_valkey import EmbeddedValkey
-from tests.harness import V1_TOKEN, System
+from tests.harness import V1_TOKEN, System, new_system
 from v1sim.process import SimulatorProcess
-
-_db_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -35,16 +31,6 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorPro
         token=V1_TOKEN, agents=("main", "coder"), capacity=200, default_agent="main", log_path=log
     ) as sim:
         yield sim
-
-
-def new_system(valkey: EmbeddedValkey, v1_url: str, workdir: Path, **overrides: str) -> System:
-    return System(
-        redis_base=valkey.url.rsplit("/", 1)[0],
-        db=next(_db_numbers),
-        v1_url=v1_url,
-        workdir=workdir,
-        overrides=overrides,
-    )
 
 
 @pytest.fixture(scope="session")

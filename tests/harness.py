@@ -7,6 +7,7 @@ different settings (short time limits, small budgets) never see each other's tas
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -261,3 +262,18 @@ def running_system(system: System) -> Iterator[System]:
         yield system
     finally:
         system.stop()
+
+
+# One counter for the whole session (this module is imported once, unlike conftest).
+_db_numbers = itertools.count(1)
+
+
+def new_system(valkey: Any, v1_url: str, workdir: Path, **overrides: str) -> System:
+    """A system on its own Redis database of `valkey`, with its own SQLite file."""
+    return System(
+        redis_base=valkey.url.rsplit("/", 1)[0],
+        db=next(_db_numbers),
+        v1_url=v1_url,
+        workdir=workdir,
+        overrides=overrides,
+    )

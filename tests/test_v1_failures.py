@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.embedded_valkey import EmbeddedValkey
-from tests.conftest import new_system
-from tests.harness import System, submit, tag, wait_terminal
+from tests.harness import System, new_system, submit, tag, wait_terminal
 from v1sim.process import SimulatorProcess
 
 

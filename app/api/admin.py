@@ -52,12 +52,15 @@ async def queues(ctx: Context, _admin: Admin) -> dict[str, Any]:
     *depths, paused, in_use, waiting, breaker = await pipe.execute()
     paused_names = {k.decode() for k in paused}
     return {
-        "queues": {q: {"depth": d, "paused": q in paused_names} for q, d in zip(QUEUES, depths)},
+        "queues": {
+            q: {"depth": d, "paused": q in paused_names}
+            for q, d in zip(QUEUES, depths, strict=True)
+        },
         "v1_budget": {
             "limit": ctx.settings.v1_max_concurrency,
             "in_use": in_use,
             "waiting": waiting,
-        },  # fmt: skip
+        },
         "breaker": describe(breaker),
     }
 

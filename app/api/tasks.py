@@ -51,7 +51,7 @@ async def list_tasks(
 ) -> TaskList:
     try:
         page = await anyio.to_thread.run_sync(
-            lambda: ctx.store.list(
+            lambda: ctx.store.page(
                 tenant,
                 session_id=session_id,
                 state=state.value if state else None,

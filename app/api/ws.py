@@ -144,7 +144,7 @@ async def _follow_session(
     backlog: dict[str, int] = {}
     if command.replay:
         page = await anyio.to_thread.run_sync(
-            lambda: ctx.store.list(tenant, session_id=command.session_id, limit=200)
+            lambda: ctx.store.page(tenant, session_id=command.session_id, limit=200)
         )
         backlog = {row.id: 0 for row in reversed(page.rows) if row.agent_id == agent_id}
     backlog.update(command.cursors)

@@ -82,7 +82,7 @@ class TaskStore:
             stmt = select(TransitionRow).where(TransitionRow.task_id == task_id)
             return list(session.scalars(stmt.order_by(TransitionRow.id)))
 
-    def list(
+    def page(
         self,
         tenant: str,
         *,

@@ -1,0 +1,261 @@
+"""Issue 5 #6: crash recovery under load: SIGKILL a worker every ~10 s.
+
+1000 tasks (`[sim:delay=5]`, each with its own `[sim:tag=...]`) run on 3 gevent workers
+(`tests.harness.System.start_worker`, `-Q short -c 50`) with maintenance and
+LEASE_SECONDS=5. While they run, a random worker is killed with SIGKILL
+(`ManagedProcess.kill()`) every --kill-every seconds and a replacement is started.
+
+Figures:
+- lost tasks: not terminal when the run's deadline passed;
+- tasks ended `failed` with error type `worker_lost` (V1 had started answering when their
+  worker died, so they are not re-run: the agent may have acted);
+- duplicate V1 calls: two simulator records of one tag running at the same time (must be
+  0), and total re-calls (records beyond the first per tag);
+- time to recovery of the killed tasks: kill -> next V1 request start of that task
+  (re-run), and kill -> terminal `failed` (ended with worker_lost), p50/max.
+
+Killed tasks are the simulator records that ended `disconnected` within 3 s after a kill.
+
+    .venv/bin/python -m bench.crash_recovery [--quick] [--tasks 1000 --workers 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bench.common import (
+    TERMINAL,
+    Bench,
+    Report,
+    api_client,
+    describe,
+    fetch_tasks,
+    iso_to_unix,
+    log,
+    new_tag,
+    submit_many,
+    wait_all_terminal,
+)
+from tests.harness import ManagedProcess, System
+
+NAME = "crash_recovery"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.crash_recovery", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="300 tasks, 2 workers")
+    parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--worker-concurrency", type=int, default=50)
+    parser.add_argument("--delay", type=float, default=5.0, help="V1 seconds per task")
+    parser.add_argument("--kill-every", type=float, default=None, help="s (default 10, quick 6)")
+    parser.add_argument("--lease", default="5", help="LEASE_SECONDS")
+    parser.add_argument("--deadline", type=float, default=None, help="s for the whole run")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.tasks is None:
+        args.tasks = 300 if args.quick else 1000
+    if args.workers is None:
+        args.workers = 2 if args.quick else 3
+    if args.kill_every is None:
+        args.kill_every = 6.0 if args.quick else 10.0
+    if args.deadline is None:
+        args.deadline = 90.0 if args.quick else 150.0
+    return args
+
+
+class Killer(threading.Thread):
+    """Every `every` s: SIGKILL a random live worker, then start a replacement."""
+
+    def __init__(self, system: System, workers: list[ManagedProcess], args: argparse.Namespace):
+        super().__init__(name="killer", daemon=True)
+        self.system = system
+        self.workers = workers
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.stop = threading.Event()
+        self.kills: list[dict[str, Any]] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(self.args.kill_every):
+                alive = [w for w in self.workers if w.alive()]
+                if not alive:
+                    continue
+                victim = self.rng.choice(alive)
+                t_kill = time.time()
+                victim.kill()
+                kill = {"worker": victim.name, "pid": victim.pid, "at": t_kill}
+                self.workers.remove(victim)
+                if self.stop.is_set():
+                    self.kills.append(kill)
+                    break
+                replacement = self.system.start_worker(
+                    "short", concurrency=self.args.worker_concurrency
+                )
+                self.workers.append(replacement)
+                kill["replacement_ready_after_s"] = round(time.time() - t_kill, 2)
+                self.kills.append(kill)
+                log(NAME, f"killed {victim.name}; replacement ready in "
+                          f"{kill['replacement_ready_after_s']}s")  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - reported in the results
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+def overlaps(records: list[dict[str, Any]]) -> int:
+    """Pairs of calls of one tag that were running at the same moment."""
+    count = 0
+    for i, a in enumerate(records):
+        a_end = a.get("ended_at") or float("inf")
+        for b in records[i + 1 :]:
+            b_end = b.get("ended_at") or float("inf")
+            if a["started_at"] < b_end and b["started_at"] < a_end:
+                count += 1
+    return count
+
+
+async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    sim = bench.simulator(capacity=args.tasks + 100)
+    system = bench.system(
+        sim.url,
+        LEASE_SECONDS=str(args.lease),
+        V1_MAX_CONCURRENCY="2000",
+        QUEUE_LIMIT="1000000",
+    )
+    system.start_gateway()
+    system.start_maintenance()
+    workers = [
+        system.start_worker("short", name=f"w{i}", concurrency=args.worker_concurrency)
+        for i in range(args.workers)
+    ]
+    run_tag = new_tag("crash")
+    tags = [f"{run_tag}-{i}" for i in range(args.tasks)]
+    bodies = [
+        {"message": f"crash {i} [sim:delay={args.delay:g}] [sim:tag={tag}]",
+         "estimated_seconds": args.delay}  # fmt: skip
+        for i, tag in enumerate(tags)
+    ]
+    killer = Killer(system, workers, args)
+    t0 = time.time()
+    killer.start()
+    try:
+        async with api_client(system.url, connections=32) as client:
+            accepted = await submit_many(client, bodies, concurrency=16)
+            ids = [a["task_id"] for a in accepted]
+            log(NAME, f"{args.tasks} tasks submitted in {time.time() - t0:.1f}s")
+            remaining = args.deadline - (time.time() - t0)
+            all_done, _ = await asyncio.to_thread(
+                wait_all_terminal, system.redis_url, ids, max(remaining, 1.0), 0.5
+            )
+            killer.stop.set()
+            await asyncio.to_thread(killer.join, 90)
+            wall = time.time() - t0
+            final = await fetch_tasks(client, ids)
+    finally:
+        killer.stop.set()
+    records_all = [r for r in sim.requests() if (r.get("tag") or "").startswith(run_tag + "-")]
+    by_tag: dict[str, list[dict[str, Any]]] = {t: [] for t in tags}
+    for record in records_all:
+        by_tag.setdefault(record["tag"], []).append(record)
+    for records in by_tag.values():
+        records.sort(key=lambda r: r["started_at"])
+    states = Counter(t.get("state", "missing") for t in final.values())
+    errors = Counter(
+        (t.get("error") or {}).get("type") for t in final.values() if t.get("state") == "failed"
+    )
+    lost = [i for i, task_id in enumerate(ids) if final[task_id].get("state") not in TERMINAL]
+    # Killed tasks: their V1 call ended `disconnected` right after a kill.
+    to_rerun: list[float] = []
+    to_failed: list[float] = []
+    killed_tasks = 0
+    for tag, task_id in zip(tags, ids, strict=True):
+        records = by_tag.get(tag, [])
+        for n, record in enumerate(records):
+            if not record.get("disconnected"):
+                continue
+            ended = record.get("ended_at") or 0.0
+            kill = next((k for k in killer.kills if k["at"] <= ended <= k["at"] + 3.0), None)
+            if kill is None:
+                continue
+            killed_tasks += 1
+            if n + 1 < len(records):
+                to_rerun.append(records[n + 1]["started_at"] - kill["at"])
+            else:
+                finished = iso_to_unix(final[task_id].get("finished_at"))
+                if finished and final[task_id].get("state") == "failed":
+                    to_failed.append(finished - kill["at"])
+    duplicates = sum(overlaps(r) for r in by_tag.values())
+    recalls = sum(max(len(r) - 1, 0) for r in by_tag.values())
+    never_called = sum(1 for r in by_tag.values() if not r)
+    return {
+        "tasks": args.tasks,
+        "wall_s": round(wall, 1),
+        "all_terminal_before_deadline": all_done,
+        "kills": killer.kills,
+        "killer_error": killer.error,
+        "states": dict(states),
+        "failed_error_types": {str(k): v for k, v in errors.items()},
+        "lost": len(lost),
+        "lost_examples": [ids[i] for i in lost[:5]],
+        "worker_lost": errors.get("worker_lost", 0),
+        "killed_tasks": killed_tasks,
+        "rerun_after_kill": len(to_rerun),
+        "failed_after_kill": len(to_failed),
+        "v1_calls": len(records_all),
+        "never_called": never_called,
+        "recalls": recalls,
+        "duplicate_overlapping_calls": duplicates,
+        "kill_to_rerun_start_ms": describe(to_rerun),
+        "kill_to_failed_ms": describe(to_failed),
+    }
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report(NAME, f"bench.{NAME}", dict(vars(args)))
+    with Bench(NAME) as bench:
+        bench.valkey()
+        result = asyncio.run(scenario(bench, args))
+    report.details = result
+    log(NAME, str({k: v for k, v in result.items() if k != "kills"}))
+    kills = len(result["kills"])
+    report.add("worker kills (SIGKILL)", kills, "",
+               note=f"every {args.kill_every:g}s; killer error: {result['killer_error']}"
+               if result["killer_error"] else f"every {args.kill_every:g}s")  # fmt: skip
+    report.add("lost tasks (not terminal by the deadline)", result["lost"], f"of {args.tasks}",
+               note=f"deadline {args.deadline:g}s; states {result['states']}")  # fmt: skip
+    report.add("tasks failed with worker_lost", result["worker_lost"], f"of {args.tasks}",
+               note=f"tasks whose V1 call a kill cut: {result['killed_tasks']}")  # fmt: skip
+    report.add("duplicate V1 calls (overlapping, same task)",
+               result["duplicate_overlapping_calls"], "", note="must be 0")  # fmt: skip
+    report.add("V1 re-calls (calls beyond the first per task)", result["recalls"], "",
+               note=f"{result['v1_calls']} calls in all; never called: {result['never_called']}")  # fmt: skip
+    rr, rf = result["kill_to_rerun_start_ms"], result["kill_to_failed_ms"]
+    report.add("recovery kill -> re-run V1 start p50", rr["p50"], "ms", note=f"n={rr['n']}")
+    report.add("recovery kill -> re-run V1 start max", rr["max"], "ms")
+    report.add("recovery kill -> ended worker_lost p50", rf["p50"], "ms", note=f"n={rf['n']}")
+    report.add("recovery kill -> ended worker_lost max", rf["max"], "ms")
+    report.add("wall time of the run", result["wall_s"], "s")
+    report.note(
+        f"{args.workers} gevent workers -Q short -c {args.worker_concurrency} + maintenance, "
+        f"LEASE_SECONDS={args.lease}; each task [sim:delay={args.delay:g}]. The simulator "
+        "answers 200 + a role chunk before its delay, so a task killed mid-call had "
+        "'V1 answered' and ends worker_lost by design (not re-run)."
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = run(parse_args(argv))
+    report.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
