@@ -20,7 +20,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         app.config_from_object("celeryconfig")
     else:
         app.config_from_object(celery_config(settings))
-    app.conf.imports = ("tasks.run", "tasks.queue_control")
+    app.conf.imports = ("tasks.run", "tasks.queue_control", "tasks.runtime")
     return app
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from app.breaker import Breaker
 from app.live import LiveStore
@@ -116,3 +117,15 @@ def close_runtime() -> None:
         if _runtime is not None and _runtime_pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_runtime(sender: Any = None, **_: Any) -> None:
+    """Build the runtime as the worker starts, so its supervisor (revokes from the CLI and
+    Flower, cancel messages) runs before the first task does."""
+    get_runtime(sender.app)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _close_runtime(**_: Any) -> None:
+    close_runtime()
