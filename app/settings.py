@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     breaker_cooldown: float = Field(
         30.0, description="Seconds the breaker stays open before one probe task is let through."
     )
+    worker_max_memory_mb: int = Field(
+        500,
+        description="A worker above this RSS stops taking work, finishes, exits and is replaced.",
+    )
+    worker_max_lifetime: float = Field(
+        0.0,
+        description="Seconds after which a worker recycles itself the same graceful way "
+        "(0: never; `make run` uses 300 for short and priority workers, 3600 for long).",
+    )
     worker_concurrency: int = Field(50, description="Most tasks per worker process.")
     progress_interval: float = Field(
         0.1, description="Minimum seconds between two progress events of one task."

@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=None, help="-c per worker")
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument(
-        "--probe-rate", type=float, default=None,
+        "--probe-rate",
+        type=float,
+        default=None,
         help="probe submits per s (default: all probes within the first half of --delay)",
     )
     parser.add_argument("--timeout", type=float, default=None, help="s to wait past --delay")
@@ -110,8 +112,10 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     watches["gateway"] = ProcWatch(system.gateway.pid)
     tag = new_tag("inflight")
     bodies = [
-        {"message": f"run {i} [sim:delay={args.delay:g}] [sim:tag={tag}]",
-         "estimated_seconds": 30}  # fmt: skip
+        {
+            "message": f"run {i} [sim:delay={args.delay:g}] [sim:tag={tag}]",
+            "estimated_seconds": 30,
+        }  # fmt: skip
         for i in range(args.tasks)
     ]
     with Sampler(watches, interval=0.5) as sampler:

@@ -37,6 +37,11 @@ class Program:
     priority: int
     # Seconds a graceful stop (SIGTERM) may take before supervisord kills the process group.
     stopwaitsecs: int
+    # Settings for this program only (no secrets: they are written to the config file).
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+WORKER_LIFETIMES = {"priority": 300, "short": 300, "long": 3600}
 
 
 def worker_program_name(queue: str) -> str:
@@ -71,14 +76,24 @@ def plan_programs(
             "-P", "gevent",
             "-Q", queue,
             "-n", f"{queue}@%h",
-            "-c", str(settings.worker_concurrency),
+            # Celery's autoscaler grows the gevent pool with the load, up to the cap.
+            "--autoscale", f"{settings.worker_concurrency},{min(5, settings.worker_concurrency)}",
             "-E",
             "-l", "INFO",
         )  # fmt: skip
+        # Seed figures: short-task workers recycle after 5 min, long-task ones after 1 h
+        # (gracefully: stop taking work, finish, exit; supervisord starts a fresh one).
+        lifetime = WORKER_LIFETIMES[queue]
         # 30 s lets short tasks finish (warm shutdown); a longer task is killed and re-run
         # from its lease by another worker, so waiting longer would only delay the stop.
         programs.append(
-            Program(worker_program_name(queue), command, _PRIORITY["worker"], stopwaitsecs=30)
+            Program(
+                worker_program_name(queue),
+                command,
+                _PRIORITY["worker"],
+                stopwaitsecs=30,
+                environment=(("WORKER_MAX_LIFETIME", str(lifetime)),),
+            )  # fmt: skip
         )
     programs.append(
         Program(

@@ -78,6 +78,11 @@ def _program_section(program: Program, layout: Layout) -> str:
             "stdout_logfile": _value(str(layout.log_file(program.name))),
             "stdout_logfile_maxbytes": "50MB",
             "stdout_logfile_backups": "3",
+            **(
+                {"environment": _environment(dict(program.environment))}
+                if program.environment
+                else {}
+            ),
         },
     )
 

@@ -21,6 +21,7 @@ from app.live import text
 log = logging.getLogger(__name__)
 
 HOME_QUEUES: set[str] = set()  # the queues this worker process was started with
+CONSUMER: Any = None  # this worker's consumer (set when the worker is ready)
 
 
 @control_command(args=[("queue", str)], signature="<queue>")  # type: ignore[untyped-decorator]
@@ -41,7 +42,8 @@ def v2_resume_queue(state: Any, queue: str, **_: Any) -> dict[str, str]:
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _apply_paused_queues(sender: Any = None, **_: Any) -> None:
-    consumer = sender
+    global CONSUMER
+    consumer = CONSUMER = sender
     HOME_QUEUES.update(q.name for q in consumer.task_consumer.queues)
     client = redis.Redis.from_url(consumer.app.conf.broker_url)
     try:

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +74,7 @@ class Supervisor:
         self.running: dict[str, RunningTask] = {}
         self._greenlets: list[Any] = []
         self._seen_revokes: set[str] | None = None
+        self.recycler = Recycler(runtime.settings)
 
     def start(self) -> None:
         self._greenlets = [gevent.spawn(self._loop), gevent.spawn(self._listen)]
@@ -95,6 +98,7 @@ class Supervisor:
                     self._renew_leases()
                     last_renew = time.monotonic()
                 self._watch_revokes()
+                self.recycler.check()
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervisor round failed")
             gevent.sleep(TICK)
@@ -172,3 +176,48 @@ class Supervisor:
                     "cancelled",
                     detail="revoked by an operator",
                 )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
+
+
+class Recycler:
+    """Memory guard and lifetime: stop taking work, finish what is held, exit.
+
+    The process supervisor (supervisord under `make run`, the orchestrator in deploy/)
+    starts a fresh worker. Celery's own max_memory_per_child is prefork-only.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.max_mb = settings.worker_max_memory_mb
+        self.max_lifetime = settings.worker_max_lifetime
+        self.started = time.monotonic()
+        self.draining = False
+        self._last_check = time.monotonic()  # first look after one interval
+
+    def check(self) -> None:
+        from celery.worker import state as worker_state
+
+        from tasks.queue_control import CONSUMER
+
+        if self.draining:
+            if not worker_state.active_requests:
+                log.warning("worker drained: exiting to be replaced")
+                os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown
+            return
+        if time.monotonic() - self._last_check < 5:
+            return
+        self._last_check = time.monotonic()
+        reason = ""
+        if (used := rss_mb()) > self.max_mb:
+            reason = f"memory {used:.0f} MB above {self.max_mb} MB"
+        elif self.max_lifetime and time.monotonic() - self.started > self.max_lifetime:
+            reason = f"lifetime {self.max_lifetime:.0f}s reached"
+        if reason and CONSUMER is not None:
+            log.warning("%s: no longer taking tasks, finishing the ones held", reason)
+            self.draining = True
+            for queue in [q.name for q in CONSUMER.task_consumer.queues]:
+                CONSUMER.cancel_task_queue(queue)

@@ -1,0 +1,184 @@
+"""Scale and recovery: crash recovery by lease, the V1 budget, sessions, backpressure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded_valkey import EmbeddedValkey
+from app.settings import get_settings
+from tasks.celery_app import create_celery_app
+from tasks.dispatch import dispatch
+from tests.harness import (
+    System,
+    new_system,
+    submit,
+    tag,
+    wait_terminal,
+    wait_until,
+)
+from v1sim.process import SimulatorProcess
+
+
+@pytest.fixture
+def narrow_simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    """A V1 that runs one call at a time: later calls wait inside it, unanswered."""
+    with SimulatorProcess(token="sim-token", capacity=1, log_path=tmp_path / "sim.log") as sim:
+        yield sim
+
+
+def test_killed_worker_task_is_rerun_only_if_v1_had_not_answered(
+    valkey: EmbeddedValkey, narrow_simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    sim = narrow_simulator
+    crashy = new_system(valkey, sim.url, tmp_path, LEASE_SECONDS="2")
+    try:
+        crashy.start_gateway()
+        crashy.start_maintenance()
+        first = crashy.start_worker()
+        with crashy.client() as api:
+            answered = submit(api, "answered [sim:delay=60] [sim:tag=answered]")
+            wait_until(lambda: sim.requests(tag="answered"), 10, what="V1 answering")
+            waiting = submit(api, "waiting [sim:chunks=2] [sim:tag=waiting]")
+            wait_until(lambda: sim.requests(tag="waiting"), 10, what="call waiting in V1")
+            first.kill()  # SIGKILL, mid-task
+            killed_at = time.monotonic()
+            crashy.start_worker()
+            rerun = wait_terminal(api, waiting["task_id"], timeout=30)
+            recovered_in = time.monotonic() - killed_at
+            lost = wait_terminal(api, answered["task_id"], timeout=30)
+    finally:
+        crashy.stop()
+    assert rerun["state"] == "succeeded" and rerun["attempts"] == 2
+    assert rerun["result"]["content"] == "tok0 tok1 "
+    calls = sim.requests(tag="waiting")
+    assert len(calls) == 2 and calls[0]["status"] is None  # first call never answered
+    assert lost["state"] == "failed" and lost["error"]["type"] == "worker_lost"
+    assert len(sim.requests(tag="answered")) == 1  # answered once: never called again
+    assert recovered_in < 2 + 15  # lease + margin (worker start included)
+
+
+def test_redelivered_stale_message_does_not_rerun_a_finished_task(
+    system: System, simulator: SimulatorProcess
+) -> None:
+    marker = tag()
+    with system.client() as api:
+        task = submit(api, f"once only [sim:tag={marker}]")
+        assert wait_terminal(api, task["task_id"])["state"] == "succeeded"
+    settings = get_settings(redis_url=system.redis_url, v1_url=system.v1_url)
+    celery = create_celery_app(settings)
+    try:
+        dispatch(celery, task["task_id"], "short", 1)  # the same message, delivered again
+    finally:
+        celery.close()
+    worker = next(p for p in system.processes if p.name.startswith("worker"))
+    worker.wait_for_log(f"task {task['task_id']} not run: terminal", 15)
+    assert len(simulator.requests(tag=marker)) == 1
+
+
+def test_v1_budget_is_never_exceeded(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    budgeted = new_system(valkey, simulator.url, tmp_path, V1_MAX_CONCURRENCY="3")
+    try:
+        budgeted.start_gateway()
+        budgeted.start_worker()
+        budgeted.start_worker()
+        budgeted.start_maintenance()
+        simulator.reset()
+        with budgeted.client() as api:
+            ids = [submit(api, f"b{i} [sim:delay=0.4]", priority=i % 10)["task_id"]
+                   for i in range(24)]  # fmt: skip
+            states = [wait_terminal(api, task_id, timeout=60)["state"] for task_id in ids]
+    finally:
+        budgeted.stop()
+    assert states == ["succeeded"] * 24
+    peak = simulator.stats()["peak_active"]
+    assert 2 <= peak <= 3
+
+
+def test_tasks_of_one_session_never_overlap_and_keep_submission_order(
+    system: System, simulator: SimulatorProcess
+) -> None:
+    session = f"s-{tag()}"
+    plans = [  # different queues, so the broker alone would run them side by side
+        {"estimated_seconds": 120, "text": "[sim:delay=1]"},
+        {"priority": 9, "text": "[sim:delay=0.3]"},
+        {"text": "[sim:delay=0.3]"},
+        {"estimated_seconds": 300, "text": "[sim:delay=0.2]"},
+    ]
+    with system.client() as api:
+        ids = []
+        for i, plan in enumerate(plans):
+            fields = {k: v for k, v in plan.items() if k != "text"}
+            ids.append(submit(api, f"step {i} {plan['text']} [sim:tag={session}-{i}]",
+                              session_id=session, **fields)["task_id"])  # fmt: skip
+        for task_id in ids:
+            assert wait_terminal(api, task_id, timeout=30)["state"] == "succeeded"
+    calls = sorted((r for i in range(4) for r in simulator.requests(tag=f"{session}-{i}")),
+                   key=lambda r: r["started_at"])  # fmt: skip
+    assert [r["tag"] for r in calls] == [f"{session}-{i}" for i in range(4)]
+    for earlier, later in zip(calls, calls[1:], strict=False):
+        assert earlier["ended_at"] <= later["started_at"]
+    assert {r["session"] for r in calls} == {f"agent:main:openai-user:{session}"}
+
+
+def test_full_queue_answers_429_and_loses_nothing(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    small = new_system(valkey, simulator.url, tmp_path, QUEUE_LIMIT="3")
+    try:
+        small.start_gateway()
+        with small.client() as api:
+            accepted = [submit(api, f"q{i}")["task_id"] for i in range(3)]
+            refused = api.post("/v1/tasks", json={"message": "one too many"})
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) > 0
+            assert refused.json()["error"]["type"] == "queue_full"
+            small.start_worker()
+            states = [wait_terminal(api, task_id)["state"] for task_id in accepted]
+            assert api.post("/v1/tasks", json={"message": "room again"}).status_code == 202
+    finally:
+        small.stop()
+    assert states == ["succeeded"] * 3
+
+
+def test_broker_outage_answers_503_and_accepts_nothing(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    own = EmbeddedValkey(tmp_path / "own-valkey")
+    own.start()
+    isolated = new_system(own, simulator.url, tmp_path)
+    try:
+        isolated.start_gateway()
+        own.stop()
+        with isolated.client() as api:
+            reply = api.post("/v1/tasks", json={"message": "into the void"})
+        ready = httpx.get(f"{isolated.url}/readyz", timeout=10)
+    finally:
+        isolated.stop()
+        own.stop()
+    assert reply.status_code == 503
+    assert reply.json()["error"]["type"] == "unavailable" and "retry-after" in reply.headers
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
+
+
+def test_worker_above_memory_limit_finishes_its_task_and_exits(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    tight = new_system(valkey, simulator.url, tmp_path, WORKER_MAX_MEMORY_MB="1")
+    try:
+        tight.start_gateway()
+        with tight.client() as api:
+            task = submit(api, "held while draining [sim:delay=7]")
+            worker = tight.start_worker()
+            assert wait_terminal(api, task["task_id"], timeout=30)["state"] == "succeeded"
+        wait_until(lambda: not worker.alive(), 20, what="worker to exit by itself")
+    finally:
+        tight.stop()
+    assert "no longer taking tasks" in worker.log()
+    assert worker.proc is not None and worker.proc.returncode == 0
