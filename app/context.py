@@ -9,6 +9,7 @@ from celery import Celery
 
 from app.control import TaskControl
 from app.live import AsyncLiveStore
+from app.metrics import GatewayMetrics
 from app.settings import Settings
 from app.store.repo import TaskStore
 
@@ -21,3 +22,4 @@ class GatewayContext:
     store: TaskStore
     celery: Celery
     control: TaskControl  # synchronous: call it on a worker thread
+    metrics: GatewayMetrics

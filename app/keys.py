@@ -20,6 +20,10 @@ DEADLINES = f"{PREFIX}:deadlines"
 # their delay, and a fresh task stays here until its sender confirms the publish (if the
 # sender dies first, maintenance publishes it). Bounded by the number of live tasks.
 DISPATCH_DUE = f"{PREFIX}:dispatch-due"
+# Sorted set task_id -> submission time of tasks not yet copied into the SQL store (the
+# submit path writes Redis only; maintenance copies them in batches). Bounded by the
+# number of tasks submitted since the last copy.
+UNPERSISTED = f"{PREFIX}:unpersisted"
 # Sorted set holder -> expiry: V1 run slots in use; bounded by the V1 budget.
 V1_SLOTS = f"{PREFIX}:v1slots"
 # Hash: paused queues (operators); bounded by the number of queues.

@@ -127,6 +127,7 @@ for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', TK, unpack(fields))
 redis.call('ZADD', DEADLINES, tonumber(ARGV[7]), TASK_ID)
 redis.call('ZADD', DUE, now() + tonumber(ARGV[8]), TASK_ID)
+redis.call('ZADD', P .. 'unpersisted', now(), TASK_ID)
 local sk = session_key(TK)
 if sk then
   redis.call('ZADD', sk, redis.call('HGET', TK, 'created_at'), TASK_ID)

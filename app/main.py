@@ -11,12 +11,13 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from app.api import admin, events, health, tasks, ws
+from app.api import admin, events, health, metrics, tasks, ws
 from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.control import TaskControl
 from app.errors import install_error_handlers
 from app.live import AsyncLiveStore, LiveStore
+from app.metrics import GatewayMetrics
 from app.settings import Settings, get_settings
 from app.store.db import create_store_engine
 from app.store.repo import TaskStore
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=store,
             celery=celery,
             control=TaskControl(settings, LiveStore(sync_client, settings), store, celery),
+            metrics=GatewayMetrics(),
         )
         app.state.bridge = EventBridge(client)
         await app.state.bridge.start()
@@ -75,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(ws.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     return app

@@ -58,11 +58,34 @@ def live_fields_from_row(row: TaskRow, tier: str) -> dict[str, str]:
     }
 
 
+def row_from_live(live: dict[str, str], partial: str | None) -> TaskRow:
+    created = utc(float(live.get("created_at") or 0.0))
+    assert created is not None
+    request = _json(live.get("request")) or {"messages": []}
+    return TaskRow(
+        id=live["id"],
+        tenant=live.get("tenant", ""),
+        state=live.get("state", "queued"),
+        priority=int(live.get("priority") or 5),
+        estimated_seconds=float(live.get("estimated_seconds") or 0.0),
+        estimate_source=live.get("estimate_source") or "heuristic",
+        agent_id=live.get("agent_id") or "main",
+        session_id=live.get("session_id") or None,
+        request=request,
+        metadata_=_json(live.get("metadata")),
+        timeout_seconds=int(float(live["timeout_seconds"]))
+        if live.get("timeout_seconds")
+        else None,
+        created_at=created,
+        **sql_fields(live, partial),
+    )
+
+
 def mirror_live(
     store: TaskStore, task_id: str, live: dict[str, str], partial: str | None, detail: str | None
 ) -> None:
-    if not live:
+    """Write the task's current live state to SQL (inserting the row if it is not there
+    yet: the submit path writes Redis only)."""
+    if not live.get("id"):
         return
-    store.record_transition(
-        task_id, live.get("state", "queued"), detail=detail, **sql_fields(live, partial)
-    )
+    store.upsert(row_from_live(live, partial), detail)

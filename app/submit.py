@@ -1,7 +1,8 @@
 """Accepting a task: validate -> estimate -> route -> record -> dispatch.
 
-Runs on the event loop with nothing slower than a few Redis round trips; the SQL insert
-and Celery's (blocking) publish run on worker threads.
+Runs on the event loop with nothing slower than a few Redis round trips: the record is the
+live hash in Redis (one Lua script), the SQL row is written behind, and Celery's blocking
+publish runs on a worker thread.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from functools import partial
 
 import anyio
@@ -26,7 +26,6 @@ from app.live import dumps, finalize_result, text
 from app.mirror import mirror_live
 from app.routing import choose_queue, choose_tier
 from app.schemas import TaskCreate
-from app.store.models import TaskRow
 from tasks.dispatch import dispatch
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,11 @@ async def submit(
                 return existing, None
         guess = await estimate(ctx.redis, agent_id, body.text_chars(), body.estimated_seconds)
         queue = choose_queue(body.priority, guess.seconds, settings)
-        await _refuse_when_full(ctx, queue)
+        try:
+            await _refuse_when_full(ctx, queue)
+        except ApiError:
+            ctx.metrics.refused.labels("queue_full").inc()
+            raise
         now = time.time()
         fields: dict[str, str | int | float] = {
             "id": task_id,
@@ -92,30 +95,16 @@ async def submit(
     except redis.exceptions.RedisError as exc:
         log.warning("redis unavailable on submit: %s", type(exc).__name__)
         raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
-    row = TaskRow(
-        id=task_id,
-        tenant=tenant,
-        state="queued",
-        queue=queue,
-        priority=body.priority,
-        estimated_seconds=guess.seconds,
-        estimate_source=guess.source,
-        agent_id=agent_id,
-        session_id=body.session_id,
-        request={"messages": body.chat()},
-        metadata_=body.metadata,
-        timeout_seconds=body.timeout_seconds,
-        attempts=0,
-        created_at=datetime.fromtimestamp(now, UTC),
-    )
     try:
-        await anyio.to_thread.run_sync(ctx.store.insert, row)
+        # The SQL row is written behind (maintenance copies new tasks in batches; the
+        # worker upserts it when it starts the task): Redis (AOF) holds it until then.
         await anyio.to_thread.run_sync(partial(dispatch, ctx.celery, task_id, queue, 1))
         await ctx.redis.zrem(keys.DISPATCH_DUE, task_id)
     except (OperationalError, redis.exceptions.RedisError, SQLAlchemyError, OSError) as exc:
         await _withdraw(ctx, task_id, tenant, idempotency_key)
         log.warning("task %s not accepted: %s", task_id, type(exc).__name__)
         raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
+    ctx.metrics.submitted.labels(queue).inc()
     return task_id, {name: str(value) for name, value in fields.items()}
 
 

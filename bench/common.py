@@ -214,9 +214,19 @@ def plain_celery_worker(
 ) -> ManagedProcess:
     """`celery -A bench.plain_celery worker`: the textbook setup (see bench/plain_celery.py)."""
     command = [
-        sys.executable, "-m", "celery", "-A", "bench.plain_celery", "worker",
-        "-P", pool, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.plain_celery",
+        "worker",
+        "-P",
+        pool,
+        "-n",
+        f"{name}-{uuid.uuid4().hex[:6]}@%h",
+        "-l",
+        "INFO",
+    ]
     if concurrency is not None:
         command += ["-c", str(concurrency)]
     env = child_env(PLAIN_BROKER_URL=broker_url, PLAIN_V1_URL=v1_url, PLAIN_V1_TOKEN=V1_TOKEN)
@@ -532,9 +542,15 @@ class Report:
         rows = [("figure", "value", "unit", "baseline", "ratio", "note")]
         for f in self.figures:
             rows.append(
-                (f["figure"], fmt(f["value"]), f["unit"], fmt(f["baseline"]), fmt(f["ratio"]),
-                 f["note"])
-            )  # fmt: skip
+                (
+                    f["figure"],
+                    fmt(f["value"]),
+                    f["unit"],
+                    fmt(f["baseline"]),
+                    fmt(f["ratio"]),
+                    f["note"],
+                )
+            )
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
         print(f"\n== {self.name} ==  command: {self.command}")
         for i, row in enumerate(rows):

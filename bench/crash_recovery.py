@@ -3,7 +3,8 @@
 1000 tasks (`[sim:delay=5]`, each with its own `[sim:tag=...]`) run on 3 gevent workers
 (`tests.harness.System.start_worker`, `-Q short -c 50`) with maintenance and
 LEASE_SECONDS=5. While they run, a random worker is killed with SIGKILL
-(`ManagedProcess.kill()`) every --kill-every seconds and a replacement is started.
+(`ManagedProcess.kill()`) every --kill-every seconds (+-40 % jitter) and a replacement is
+started.
 
 Figures:
 - lost tasks: not terminal when the run's deadline passed;
@@ -28,6 +29,8 @@ import threading
 import time
 from collections import Counter
 from typing import Any
+
+import httpx
 
 from bench.common import (
     TERMINAL,
@@ -70,10 +73,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def v1_active(sim_url: str) -> int | None:
+    try:
+        return int(httpx.get(f"{sim_url}/_sim/stats", timeout=5).json()["active"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+class Monitor(threading.Thread):
+    """V1 runs active over time (simulator stats), every 0.5 s."""
+
+    def __init__(self, sim_url: str) -> None:
+        super().__init__(name="monitor", daemon=True)
+        self.sim_url = sim_url
+        self.stop = threading.Event()
+        self.series: list[tuple[float, int | None]] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.series.append((time.time(), v1_active(self.sim_url)))
+
+
 class Killer(threading.Thread):
     """Every `every` s: SIGKILL a random live worker, then start a replacement."""
 
-    def __init__(self, system: System, workers: list[ManagedProcess], args: argparse.Namespace):
+    def __init__(
+        self, system: System, workers: list[ManagedProcess], args: argparse.Namespace
+    ) -> None:
         super().__init__(name="killer", daemon=True)
         self.system = system
         self.workers = workers
@@ -85,14 +111,21 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.wait(self.args.kill_every):
+            # Jittered, so kills do not keep landing between two waves of equal-length tasks.
+            while not self.stop.wait(self.args.kill_every * self.rng.uniform(0.6, 1.4)):
                 alive = [w for w in self.workers if w.alive()]
                 if not alive:
                     continue
                 victim = self.rng.choice(alive)
+                active = v1_active(self.system.v1_url)
                 t_kill = time.time()
                 victim.kill()
-                kill = {"worker": victim.name, "pid": victim.pid, "at": t_kill}
+                kill = {
+                    "worker": victim.name,
+                    "pid": victim.pid,
+                    "at": t_kill,
+                    "v1_active_all_workers_before": active,
+                }
                 self.workers.remove(victim)
                 if self.stop.is_set():
                     self.kills.append(kill)
@@ -103,9 +136,12 @@ class Killer(threading.Thread):
                 self.workers.append(replacement)
                 kill["replacement_ready_after_s"] = round(time.time() - t_kill, 2)
                 self.kills.append(kill)
-                log(NAME, f"killed {victim.name}; replacement ready in "
-                          f"{kill['replacement_ready_after_s']}s")  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - reported in the results
+                log(
+                    NAME,
+                    f"killed {victim.name}; replacement ready in "
+                    f"{kill['replacement_ready_after_s']}s",
+                )
+        except Exception as exc:  # reported in the results
             self.error = f"{type(exc).__name__}: {exc}"
 
 
@@ -141,12 +177,14 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         {
             "message": f"crash {i} [sim:delay={args.delay:g}] [sim:tag={tag}]",
             "estimated_seconds": args.delay,
-        }  # fmt: skip
+        }
         for i, tag in enumerate(tags)
     ]
     killer = Killer(system, workers, args)
+    monitor = Monitor(sim.url)
     t0 = time.time()
     killer.start()
+    monitor.start()
     try:
         async with api_client(system.url, connections=32) as client:
             accepted = await submit_many(client, bodies, concurrency=16)
@@ -162,6 +200,7 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             final = await fetch_tasks(client, ids)
     finally:
         killer.stop.set()
+        monitor.stop.set()
     records_all = [r for r in sim.requests() if (r.get("tag") or "").startswith(run_tag + "-")]
     by_tag: dict[str, list[dict[str, Any]]] = {t: [] for t in tags}
     for record in records_all:
@@ -203,8 +242,9 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         if any(r.get("disconnected") for r in records):
             continue
         first = records[0]["started_at"]
-        kill = max((k for k in killer.kills if k["at"] < first), key=lambda k: k["at"],
-                   default=None)  # fmt: skip
+        kill = max(
+            (k for k in killer.kills if k["at"] < first), key=lambda k: k["at"], default=None
+        )
         if kill is not None:
             requeued_before_call += 1
             to_rerun.append(first - kill["at"])
@@ -232,6 +272,8 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "duplicate_overlapping_calls": duplicates,
         "kill_to_rerun_start_ms": describe(to_rerun),
         "kill_to_failed_ms": describe(to_failed),
+        "sim_peak_active": sim.stats()["peak_active"],
+        "v1_active_series": [(round(t - t0, 1), a) for t, a in monitor.series],
     }
 
 
@@ -243,25 +285,54 @@ def run(args: argparse.Namespace) -> Report:
     report.details = result
     log(NAME, str({k: v for k, v in result.items() if k != "kills"}))
     kills = len(result["kills"])
-    report.add("worker kills (SIGKILL)", kills, "",
-               note=f"every {args.kill_every:g}s; killer error: {result['killer_error']}"
-               if result["killer_error"] else f"every {args.kill_every:g}s")  # fmt: skip
-    report.add("lost tasks (not terminal by the deadline)", result["lost"], f"of {args.tasks}",
-               note=f"deadline {args.deadline:g}s; states {result['states']}")  # fmt: skip
-    report.add("tasks failed with worker_lost", result["worker_lost"], f"of {args.tasks}",
-               note=f"tasks whose V1 call a kill cut: {result['killed_tasks']}")  # fmt: skip
-    report.add("duplicate V1 calls (overlapping, same task)",
-               result["duplicate_overlapping_calls"], "", note="must be 0")  # fmt: skip
-    report.add("V1 re-calls (calls beyond the first per task)", result["recalls"], "",
-               note=f"{result['v1_calls']} calls in all; never called: {result['never_called']}")  # fmt: skip
+    report.add(
+        "worker kills (SIGKILL)",
+        kills,
+        "",
+        note=f"every ~{args.kill_every:g}s; killer error: {result['killer_error']}"
+        if result["killer_error"]
+        else f"every ~{args.kill_every:g}s (jittered)",
+    )
+    report.add(
+        "lost tasks (not terminal by the deadline)",
+        result["lost"],
+        f"of {args.tasks}",
+        note=f"deadline {args.deadline:g}s; states {result['states']}",
+    )
+    report.add(
+        "tasks failed with worker_lost",
+        result["worker_lost"],
+        f"of {args.tasks}",
+        note=f"tasks whose V1 call a kill cut: {result['killed_tasks']}",
+    )
+    report.add(
+        "duplicate V1 calls (overlapping, same task)",
+        result["duplicate_overlapping_calls"],
+        "",
+        note="must be 0",
+    )
+    report.add(
+        "V1 re-calls (calls beyond the first per task)",
+        result["recalls"],
+        "",
+        note=f"{result['v1_calls']} calls in all; never called: {result['never_called']}",
+    )
     rr, rf = result["kill_to_rerun_start_ms"], result["kill_to_failed_ms"]
-    report.add("recovery kill -> re-run V1 start p50", rr["p50"], "ms",
-               note=f"n={rr['n']} ({result['requeued_before_v1_call']} caught before their "
-               "V1 call)")  # fmt: skip
+    report.add(
+        "recovery kill -> re-run V1 start p50",
+        rr["p50"],
+        "ms",
+        note=f"n={rr['n']} ({result['requeued_before_v1_call']} caught before their V1 call)",
+    )
     report.add("recovery kill -> re-run V1 start max", rr["max"], "ms")
     report.add("recovery kill -> ended worker_lost p50", rf["p50"], "ms", note=f"n={rf['n']}")
     report.add("recovery kill -> ended worker_lost max", rf["max"], "ms")
-    report.add("wall time of the run", result["wall_s"], "s")
+    report.add(
+        "wall time of the run",
+        result["wall_s"],
+        "s",
+        note=f"simulator peak_active {result['sim_peak_active']}",
+    )
     report.note(
         f"{args.workers} gevent workers -Q short -c {args.worker_concurrency} + maintenance, "
         f"LEASE_SECONDS={args.lease}; each task [sim:delay={args.delay:g}]. The simulator "

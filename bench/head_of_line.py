@@ -97,8 +97,10 @@ async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace
             shorts = []
             for i in range(args.short):
                 tag = new_tag("hol-ours")
-                body = {"message": f"short {i} [sim:delay=0] [sim:tag={tag}]",
-                        "estimated_seconds": 1}  # fmt: skip
+                body = {
+                    "message": f"short {i} [sim:delay=0] [sim:tag={tag}]",
+                    "estimated_seconds": 1,
+                }
                 shorts.append((tag, await submit_one(client, body)))
                 await asyncio.sleep(args.spacing)
             ids = [s["task_id"] for _, s in shorts]
@@ -194,8 +196,10 @@ def run(args: argparse.Namespace) -> Report:
             base = run_baseline(bench, sim, args)
             log(NAME, f"baseline: {base}")
     report.details = {"ours": ours, "baseline": base}
-    for figure, key in (("submit -> V1 start", "submit_to_v1_start_ms"),
-                        ("submit -> terminal", "submit_to_terminal_ms")):  # fmt: skip
+    for figure, key in (
+        ("submit -> V1 start", "submit_to_v1_start_ms"),
+        ("submit -> terminal", "submit_to_terminal_ms"),
+    ):
         for stat in ("p50", "p99"):
             b = base[key] if base else {}
             censored = bool(b.get(f"{stat}_censored"))
@@ -205,8 +209,13 @@ def run(args: argparse.Namespace) -> Report:
                 if censored and base
                 else ""
             )
-            report.add(f"short task {figure} {stat}", ours[key][stat], "ms",
-                       baseline=b.get(stat), note=note)  # fmt: skip
+            report.add(
+                f"short task {figure} {stat}",
+                ours[key][stat],
+                "ms",
+                baseline=b.get(stat),
+                note=note,
+            )
     if base:
         report.add(
             "baseline short tasks started within the wait",

@@ -115,7 +115,7 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         {
             "message": f"run {i} [sim:delay={args.delay:g}] [sim:tag={tag}]",
             "estimated_seconds": 30,
-        }  # fmt: skip
+        }
         for i in range(args.tasks)
     ]
     with Sampler(watches, interval=0.5) as sampler:
@@ -178,24 +178,46 @@ def run(args: argparse.Namespace) -> Report:
         result = asyncio.run(scenario(bench, args))
     report.details = result
     log(NAME, str(result))
-    report.add("tasks succeeded", result["succeeded"], f"of {args.tasks}",
-               note=f"states {result['states']}")  # fmt: skip
-    report.add("wall time first submit -> last finished", result["wall_s"], "s",
-               note=f"each V1 call {args.delay:g} s; submit burst {result['submit_burst_s']} s")  # fmt: skip
+    report.add(
+        "tasks succeeded",
+        result["succeeded"],
+        f"of {args.tasks}",
+        note=f"states {result['states']}",
+    )
+    report.add(
+        "wall time first submit -> last finished",
+        result["wall_s"],
+        "s",
+        note=f"each V1 call {args.delay:g} s; submit burst {result['submit_burst_s']} s",
+    )
     report.add("simulator peak_active", result["sim_peak_active"], "runs")
     peaks = result["rss_peak_mib"]
-    report.add("worker RSS peak (sum of workers)", result["workers_rss_peak_sum_mib"], "MiB",
-               note=", ".join(f"{n} {v}" for n, v in peaks.items() if n.startswith("worker")))  # fmt: skip
+    report.add(
+        "worker RSS peak (sum of workers)",
+        result["workers_rss_peak_sum_mib"],
+        "MiB",
+        note=", ".join(f"{n} {v}" for n, v in peaks.items() if n.startswith("worker")),
+    )
     report.add("gateway RSS peak", peaks["gateway"], "MiB")
-    report.add("submit p50 (burst of all tasks)", result["submit_burst_ms"]["p50"], "ms",
-               note="32 concurrent submitters")  # fmt: skip
+    report.add(
+        "submit p50 (burst of all tasks)",
+        result["submit_burst_ms"]["p50"],
+        "ms",
+        note="32 concurrent submitters",
+    )
     report.add("submit p99 (burst of all tasks)", result["submit_burst_ms"]["p99"], "ms")
-    report.add(f"probe submit p50 while loaded ({args.probe_rate:g}/s)",
-               result["probe_submit_ms"]["p50"], "ms")  # fmt: skip
-    report.add(f"probe submit p99 while loaded ({args.probe_rate:g}/s)",
-               result["probe_submit_ms"]["p99"], "ms",
-               note=f"V1 runs active: {result['active_before_probes']} before probes, "
-               f"{result['active_after_probes']} after")  # fmt: skip
+    report.add(
+        f"probe submit p50 while loaded ({args.probe_rate:g}/s)",
+        result["probe_submit_ms"]["p50"],
+        "ms",
+    )
+    report.add(
+        f"probe submit p99 while loaded ({args.probe_rate:g}/s)",
+        result["probe_submit_ms"]["p99"],
+        "ms",
+        note=f"V1 runs active: {result['active_before_probes']} before probes, "
+        f"{result['active_after_probes']} after",
+    )
     report.note(
         f"{args.workers} gevent workers -Q short -c {args.worker_concurrency}, maintenance, "
         f"simulator capacity {args.tasks + 50}, V1_MAX_CONCURRENCY={args.tasks}, "

@@ -179,7 +179,7 @@ async def open_loop(
     request: bytes,
     rate: float,
     duration: float,
-    timeout: float = 10.0,
+    request_timeout: float = 10.0,
     expect: int = 202,
 ) -> PhaseResult:
     """Send rate*duration requests on a fixed schedule; latency from the scheduled time.
@@ -198,7 +198,7 @@ async def open_loop(
         nonlocal last_done
         conn: Conn | None = None
         try:
-            async with asyncio.timeout(max(scheduled + timeout - clock(), 0.001)):
+            async with asyncio.timeout(max(scheduled + request_timeout - clock(), 0.001)):
                 conn = await pool.acquire()
                 try:
                     status, _ = await roundtrip(conn, request)

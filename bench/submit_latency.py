@@ -164,13 +164,19 @@ def run(args: argparse.Namespace) -> Report:
     ours, base = results["ours"], results["baseline"]
     for o, b in zip(ours["open"], base["open"], strict=True):
         rate = f"{o['offered_rate']:.0f}/s"
-        report.add(f"submit p50 @ {rate}", o["latency_ms"]["p50"], "ms",
-                   baseline=b["latency_ms"]["p50"])  # fmt: skip
+        report.add(
+            f"submit p50 @ {rate}", o["latency_ms"]["p50"], "ms", baseline=b["latency_ms"]["p50"]
+        )
         note = ""
         if o["errors"] or b["errors"]:
             note = f"errors ours={o['errors']} base={b['errors']}"
-        report.add(f"submit p99 @ {rate}", o["latency_ms"]["p99"], "ms",
-                   baseline=b["latency_ms"]["p99"], note=note)  # fmt: skip
+        report.add(
+            f"submit p99 @ {rate}",
+            o["latency_ms"]["p99"],
+            "ms",
+            baseline=b["latency_ms"]["p99"],
+            note=note,
+        )
     oc, bc = ours["closed"], base["closed"]
     report.add(
         "max sustained submits/s (closed loop)",

@@ -171,13 +171,17 @@ def run(args: argparse.Namespace) -> Report:
         note=f"idle: ours {ours['worker_idle_cpu_pct']}%, base {base['worker_idle_cpu_pct']}%",
     )
     report.add(
-        "Valkey CPU per task", ours["valkey_ms_per_task"], "ms",
+        "Valkey CPU per task",
+        ours["valkey_ms_per_task"],
+        "ms",
         baseline=base["valkey_ms_per_task"],
-    )  # fmt: skip
+    )
     report.add(
-        "gateway CPU per task (submit side)", ours["gateway_ms_per_task"], "ms",
+        "gateway CPU per task (submit side)",
+        ours["gateway_ms_per_task"],
+        "ms",
         note="baseline has no gateway (bench calls .delay())",
-    )  # fmt: skip
+    )
     report.add("wall time for all tasks", ours["wall_s"], "s", baseline=base["wall_s"])
     report.note(
         f"ours: {ours['worker']}; baseline: {base['worker']}, default settings; "

@@ -63,9 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-delay", type=float, default=None, help="V1 delay before chunks")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
-        "--compression", choices=("deflate", "none"), default="deflate",
+        "--compression",
+        choices=("deflate", "none"),
+        default="deflate",
         help="permessage-deflate offered by the clients (browsers do)",
-    )  # fmt: skip
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for terminals")
     args = parser.parse_args(argv)
     if args.clients is None:
@@ -188,17 +190,20 @@ async def scenario(bench: Bench, args: argparse.Namespace, per_task: int) -> dic
             asyncio.create_task(
                 client(
                     ws_url, s, futures[s.index // per_task], handshakes, ready, compression, bins
-                )  # fmt: skip
+                )
             )
             for s in states
         ]
-        while len(ready) + sum(1 for s in states if s.error) < args.clients:
+        while len(ready) + sum(1 for s in states if s.error) < args.clients:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         connect_s = time.time() - t_connect
         await asyncio.sleep(1.0)
         rss_connected = gateway.rss()
-        log(NAME, f"{len(ready)} clients connected in {connect_s:.1f}s; "
-                  f"gateway RSS {mib(rss_connected)} MiB")  # fmt: skip
+        log(
+            NAME,
+            f"{len(ready)} clients connected in {connect_s:.1f}s; "
+            f"gateway RSS {mib(rss_connected)} MiB",
+        )
         t_submit = time.time()
         async with api_client(system.url, connections=16) as http:
             gate = asyncio.Semaphore(16)
@@ -211,7 +216,7 @@ async def scenario(bench: Bench, args: argparse.Namespace, per_task: int) -> dic
             await asyncio.gather(*(submit(j) for j in range(tasks)))
         log(NAME, f"{tasks} tasks submitted in {time.time() - t_submit:.1f}s")
         stream_start = time.time()
-        done, pending = await asyncio.wait(clients, timeout=args.timeout + start_delay)
+        _, pending = await asyncio.wait(clients, timeout=args.timeout + start_delay)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -289,23 +294,43 @@ def run(args: argparse.Namespace) -> Report:
         sfx = f" [{result['clients']} clients, {result['tasks']} tasks]"
         rss = result["gateway_rss_mib"]
         lat = result["latency_ms"]
-        report.add(f"events delivered per second{sfx}", result["events_per_s"], "1/s",
-                   note=f"{result['events_received']} events in {result['delivery_window_s']}s; "
-                   f"gateway CPU {result['gateway_cpu_pct_while_streaming']}%")  # fmt: skip
+        report.add(
+            f"events delivered per second{sfx}",
+            result["events_per_s"],
+            "1/s",
+            note=f"{result['events_received']} events in {result['delivery_window_s']}s; "
+            f"gateway CPU {result['gateway_cpu_pct_while_streaming']}%",
+        )
         report.add(f"events per second, busiest 1 s{sfx}", result["events_per_s_peak_1s"], "1/s")
-        report.add(f"event latency p50 (receive - ts){sfx}", lat["p50"], "ms",
-                   note=f"n={lat['n']}; replayed (not timed) {result['replayed_events']}")  # fmt: skip
-        report.add(f"event latency p99 (receive - ts){sfx}", lat["p99"], "ms",
-                   note=f"max {lat['max']} ms")  # fmt: skip
+        report.add(
+            f"event latency p50 (receive - ts){sfx}",
+            lat["p50"],
+            "ms",
+            note=f"n={lat['n']}; replayed (not timed) {result['replayed_events']}",
+        )
+        report.add(
+            f"event latency p99 (receive - ts){sfx}", lat["p99"], "ms", note=f"max {lat['max']} ms"
+        )
         slat = result["streaming_latency_ms"]
-        report.add(f"event latency p50, progress+terminal only{sfx}", slat["p50"], "ms",
-                   note=f"n={slat['n']}")  # fmt: skip
-        report.add(f"event latency p99, progress+terminal only{sfx}", slat["p99"], "ms",
-                   note=f"'started' p99 {result['latency_by_type_ms'].get('started', {}).get('p99')}"
-                   " ms (subscribe racing the claim)")  # fmt: skip
-        report.add(f"clients that saw their terminal event{sfx}", result["terminal_seen"],
-                   f"of {args.clients}",
-                   note=f"connected {result['connected']}, errors {result['client_errors']}")  # fmt: skip
+        report.add(
+            f"event latency p50, progress+terminal only{sfx}",
+            slat["p50"],
+            "ms",
+            note=f"n={slat['n']}",
+        )
+        report.add(
+            f"event latency p99, progress+terminal only{sfx}",
+            slat["p99"],
+            "ms",
+            note=f"'started' p99 {result['latency_by_type_ms'].get('started', {}).get('p99')}"
+            " ms (subscribe racing the claim)",
+        )
+        report.add(
+            f"clients that saw their terminal event{sfx}",
+            result["terminal_seen"],
+            f"of {args.clients}",
+            note=f"connected {result['connected']}, errors {result['client_errors']}",
+        )
         report.add(f"seq gaps{sfx}", result["gaps"], "", note="must be 0")
         report.add(f"duplicate events{sfx}", result["duplicates"], "", note="must be 0")
         report.add(f"gateway RSS before clients{sfx}", rss["before_clients"], "MiB")

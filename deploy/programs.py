@@ -93,7 +93,7 @@ def plan_programs(
                 _PRIORITY["worker"],
                 stopwaitsecs=30,
                 environment=(("WORKER_MAX_LIFETIME", str(lifetime)),),
-            )  # fmt: skip
+            )
         )
     programs.append(
         Program(

@@ -45,6 +45,7 @@ class Maintenance:
 
     def run_once(self) -> dict[str, int]:
         counts = {
+            "persisted": self.persist_new(),
             "recovered": self.recover_expired_leases(),
             "dispatched": self.dispatch_due(),
             "expired": self.expire_overdue(),
@@ -84,6 +85,18 @@ class Maintenance:
                 if int(dispatch_no) > 0:
                     self._mirror(task_id, "re-queued after its worker was lost")
         return done
+
+    def persist_new(self) -> int:
+        """Copy newly submitted tasks into the SQL store (the submit path writes Redis only)."""
+        client = self.live.redis
+        ids = [text(v) for v in client.zrange(keys.UNPERSISTED, 0, 499)]
+        for task_id in ids:
+            fields = self.live.get(task_id)
+            if fields:
+                mirror_live(self.store, task_id, fields, None, "submitted")
+        if ids:
+            client.zrem(keys.UNPERSISTED, *ids)
+        return len(ids)
 
     def dispatch_due(self) -> int:
         """Publish retries whose delay passed, and tasks whose publisher died before it."""

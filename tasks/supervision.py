@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import redis
+from greenlet import GreenletExit
 
 from app import keys
 from app.live import outcome_and_woken
@@ -148,8 +150,11 @@ class Supervisor:
             except redis.RedisError:
                 log.warning("control channel lost; resubscribing")
                 gevent.sleep(1)
+            except GreenletExit:  # the worker is stopping
+                return
             finally:
-                pubsub.close()
+                with contextlib.suppress(Exception):
+                    pubsub.close()
 
     def _watch_revokes(self) -> None:
         from celery.worker import state as worker_state

@@ -126,3 +126,13 @@ def test_health_endpoints(system: System) -> None:
     assert httpx.get(f"{system.url}/healthz").json() == {"status": "ok", "checks": {}}
     ready = httpx.get(f"{system.url}/readyz").json()
     assert ready == {"status": "ok", "checks": {"redis": "ok", "sql": "ok", "broker": "ok"}}
+
+
+def test_metrics_count_submissions_and_show_queues(system: System) -> None:
+    with system.client() as api:
+        submit(api, "counted", priority=9)
+    body = httpx.get(f"{system.url}/metrics").text
+    assert 'openclaw_tasks_submitted_total{queue="priority"}' in body
+    assert 'openclaw_queue_depth{queue="long"}' in body
+    assert "openclaw_v1_breaker_open 0.0" in body
+    assert "counted" not in body

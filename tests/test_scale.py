@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +123,7 @@ def test_tasks_of_one_session_never_overlap_and_keep_submission_order(
     calls = sorted((r for i in range(4) for r in simulator.requests(tag=f"{session}-{i}")),
                    key=lambda r: r["started_at"])  # fmt: skip
     assert [r["tag"] for r in calls] == [f"{session}-{i}" for i in range(4)]
-    for earlier, later in zip(calls, calls[1:], strict=False):
+    for earlier, later in itertools.pairwise(calls):
         assert earlier["ended_at"] <= later["started_at"]
     assert {r["session"] for r in calls} == {f"agent:main:openai-user:{session}"}
 

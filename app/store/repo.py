@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.store.models import TaskRow, TransitionRow
@@ -50,6 +51,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created, task_id
 
 
+def _columns(row: TaskRow) -> dict[str, Any]:
+    return {attr.key: getattr(row, attr.key) for attr in TaskRow.__mapper__.column_attrs}
+
+
 class TaskStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -72,6 +77,31 @@ class TaskStore:
                 update(TaskRow).where(TaskRow.id == task_id).values(state=state, **fields)
             )
             session.add(TransitionRow(task_id=task_id, state=state, at=now, detail=detail))
+
+    def upsert(self, row: TaskRow, detail: str | None) -> None:
+        """Insert the task, or update the changing columns of its existing row; either way
+        record the transition. Safe against a concurrent writer of the same task."""
+        changing = {
+            "state": row.state, "queue": row.queue, "attempts": row.attempts,
+            "started_at": row.started_at, "finished_at": row.finished_at,
+            "result": row.result, "error": row.error, "partial": row.partial,
+        }  # fmt: skip
+        for attempt in range(2):
+            try:
+                with self._session() as session, session.begin():
+                    if session.get(TaskRow, row.id) is None:
+                        session.add(TaskRow(**_columns(row)))
+                        session.flush()
+                    else:
+                        session.execute(
+                            update(TaskRow).where(TaskRow.id == row.id).values(**changing)
+                        )
+                    session.add(TransitionRow(task_id=row.id, state=row.state,
+                                              at=datetime.now(UTC), detail=detail))  # fmt: skip
+                return
+            except IntegrityError:
+                if attempt:  # the other writer's row exists now: the update path must work
+                    raise
 
     def get(self, task_id: str) -> TaskRow | None:
         with self._session() as session:
