@@ -116,7 +116,18 @@ def flower(system: System) -> Iterator[str]:
             return False
 
     try:
-        wait_until(up, 30, 0.2, "flower up")
+        wait_until(up, 60, 0.2, "flower up")
+        # Flower answers before its event receiver listens: wait until it sees a task.
+        with system.client() as api:
+            warm: list[str] = []
+
+            def sees_a_task() -> bool:
+                if any(flower_task(url, task_id) for task_id in warm[-3:]):
+                    return True
+                warm.append(submit(api, "warm-up")["task_id"])
+                return False
+
+            wait_until(sees_a_task, 60, 1.0, "flower receiving events")
         yield url
     finally:
         proc.stop()
@@ -132,7 +143,7 @@ def test_flower_shows_tasks_without_message_text(system: System, flower: str) ->
     with system.client() as api:
         task = submit(api, f"{secret} [sim:chunks=2]")
         wait_terminal(api, task["task_id"])
-    info = wait_until(lambda: flower_task(flower, task["task_id"]), 20, 0.2, "flower saw it")
+    info = wait_until(lambda: flower_task(flower, task["task_id"]), 30, 0.2, "flower saw it")
     listing = httpx.get(f"{flower}/api/tasks", auth=FLOWER_AUTH, timeout=10)
     assert httpx.get(f"{flower}/api/tasks", timeout=10).status_code == 401
     for text in (json.dumps(info), listing.text):
