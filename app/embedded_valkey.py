@@ -8,6 +8,8 @@ SHUTDOWN (which flushes the AOF) falling back to SIGTERM / SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
 import time
@@ -15,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the process that started it dies unannounced."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -72,7 +80,9 @@ class EmbeddedValkey:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         wait_for_redis(self.url, timeout, self.process)
         return self.url
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 import redis
 import redis.asyncio as aioredis
+from celery import Celery
 from fastapi import FastAPI
 
 from app.api import admin, events, health, metrics, tasks, ws
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             control=TaskControl(settings, LiveStore(sync_client, settings), store, celery),
             metrics=GatewayMetrics(),
         )
+        await anyio.to_thread.run_sync(_warm_publisher, celery)
         app.state.bridge = EventBridge(client)
         await app.state.bridge.start()
         log.info("gateway ready")
@@ -79,3 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(metrics.router)
     return app
+
+
+def _warm_publisher(celery: Celery) -> None:
+    """Open the publishing connection now, not on the first submit (tens of ms)."""
+    try:
+        with celery.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # not fatal: /readyz reports the broker; submits retry it
+        log.warning("broker not reachable at start: %s", type(exc).__name__)

@@ -314,6 +314,22 @@ class Sampler:
     def peak_rss(self, name: str, since: float = 0.0) -> int:
         return max((rss for t, rss, _ in self.series[name] if t >= since), default=0)
 
+    def peak_cpu_pct(self, name: str, window: float = 1.0) -> float | None:
+        """Highest CPU use (% of one core) over any `window` s stretch of the samples."""
+        series = self.series[name]
+        best: float | None = None
+        j = 0
+        for i, (t_i, _, cpu_i) in enumerate(series):
+            j = max(j, i + 1)
+            while j < len(series) and series[j][0] - t_i < window:
+                j += 1
+            if j >= len(series):
+                break
+            t_j, _, cpu_j = series[j]
+            rate = 100 * (cpu_j - cpu_i) / (t_j - t_i)
+            best = rate if best is None else max(best, rate)
+        return None if best is None else round(best, 1)
+
     def total_peak_rss(self, names: Iterable[str]) -> int:
         """Peak of the sum of several processes' RSS (sampled together)."""
         names = list(names)

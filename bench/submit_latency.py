@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rates = "100,200,400" if args.quick else "100,200,400,800"
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.seconds is None:
-        args.seconds = 3.0 if args.quick else 8.0
+        args.seconds = 3.0 if args.quick else 6.0
     if args.closed_seconds is None:
         args.closed_seconds = 3.0 if args.quick else 6.0
     return args
@@ -75,6 +75,21 @@ def start_baseline(bench: Bench, redis_url: str) -> tuple[str, int]:
     return url, proc.pid
 
 
+async def settle(
+    watches: dict[str, ProcWatch], limit: float = 0.15, max_wait: float = 30.0
+) -> float:
+    """Wait until every server is idle (< `limit` of a core over 0.5 s), so a phase that
+    overloaded one server does not leave it working through a backlog in the next phase.
+    Returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait:
+        before = {n: w.cpu() for n, w in watches.items()}
+        await asyncio.sleep(0.5)
+        if all((w.cpu() - before[n]) / 0.5 < limit for n, w in watches.items()):
+            break
+    return time.monotonic() - start
+
+
 async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """targets: name -> (base url, server pid). Returns per-target phase summaries."""
     out: dict[str, Any] = {name: {"open": [], "closed": None} for name in targets}
@@ -92,12 +107,13 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
                 raise RuntimeError(f"{name}: warm-up failed: {dict(warm.errors)}")
         for rate in args.rate_list:
             for name in targets:
-                await asyncio.sleep(1.0)
+                waited = await settle(watches)
                 cpu0 = watches[name].cpu()
                 phase = await loadgen.open_loop(
                     pools[name], requests[name], rate, args.seconds, args.timeout
                 )
                 summary = phase.summary()
+                summary["settled_before_s"] = round(waited, 1)
                 summary["server_cpu_ms_per_submit"] = (
                     round(1000 * (watches[name].cpu() - cpu0) / phase.ok, 3) if phase.ok else None
                 )
@@ -111,7 +127,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
                     f"client cpu {summary['client_cpu_pct']}%",
                 )
         for name in targets:
-            await asyncio.sleep(1.0)
+            await settle(watches)
             cpu0 = watches[name].cpu()
             phase = await loadgen.closed_loop(
                 pools[name], requests[name], args.closed_concurrency, args.closed_seconds

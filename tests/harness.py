@@ -7,6 +7,7 @@ different settings (short time limits, small budgets) never see each other's tas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import signal
@@ -28,6 +29,15 @@ API_KEY = "test-key-alpha"
 OTHER_API_KEY = "test-key-beta"
 V1_TOKEN = "sim-token"
 ADMIN_KEY = "test-admin-key"
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A killed test run must not leave workers behind (Linux: SIGTERM when pytest dies)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def wait_until(
@@ -63,6 +73,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self
