@@ -81,3 +81,12 @@ def test_wrong_v1_token_fails_as_unauthorized(
         "status": 401,
         "message": "unauthorized: Unauthorized",
     }
+
+
+def test_unknown_agent_at_v1_fails_as_bad_request(system: System) -> None:
+    with system.client() as api:
+        task = submit(api, "who?", agent_id="ghost")
+        done = wait_terminal(api, task["task_id"])
+    assert done["state"] == "failed" and done["attempts"] == 1
+    assert done["error"]["type"] == "v1_bad_request"
+    assert "Unknown agent 'ghost'" in done["error"]["message"]
