@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from app.control import TaskControl
+from app.estimator import EstimateCache
 from app.live import AsyncLiveStore
 from app.metrics import GatewayMetrics
 from app.settings import Settings
@@ -23,3 +24,4 @@ class GatewayContext:
     celery: Celery
     control: TaskControl  # synchronous: call it on a worker thread
     metrics: GatewayMetrics
+    estimates: EstimateCache

@@ -13,6 +13,7 @@ from app.mirror import live_fields_from_row, mirror_live
 from app.routing import choose_tier
 from app.settings import Settings
 from app.store.repo import TaskStore
+from tasks.message import run_message
 from tasks.publish import publish_due
 
 
@@ -66,12 +67,14 @@ class TaskControl:
 
     def retry(self, task_id: str, reason: str = "manual retry") -> Outcome:
         outcome = text(self.live.run(self.live.calls.retry(task_id, time.time(), reason)))
-        if outcome == "missing":
+        recreated = outcome == "missing"
+        if recreated:  # queued by the same script that rebuilt it
             outcome = self._recreate(task_id)
         if outcome != "queued":
             return Outcome(False, outcome, "only a failed, cancelled or timed-out task can be "
                            f"retried (it is {outcome})")  # fmt: skip
-        publish_due(self.live, self.celery, [task_id])
+        if not recreated:
+            publish_due(self.live, self.celery, [task_id])
         self._mirror(task_id, reason)
         return Outcome(True, "queued")
 
@@ -87,10 +90,13 @@ class TaskControl:
         fields = live_fields_from_row(row, tier)
         now = time.time()
         fields["created_at"] = f"{now:.6f}"
-        created = self.live.run(calls.create(task_id, fields, {"queue": row.queue,
-                                "priority": row.priority, "retry": True},
-                                now + calls.absolute_limit))  # fmt: skip
-        return "queued" if int(created) == 1 else "conflict"
+        dispatch_no = int(fields["dispatch"])
+        created = self.live.run(calls.create(
+            task_id, fields, {"queue": row.queue, "priority": row.priority, "retry": True},
+            now + calls.absolute_limit, row.queue, self.settings.queue_limit,
+            run_message(task_id, dispatch_no, row.queue),
+        ))  # fmt: skip
+        return "queued" if text(created) == "1" else "conflict"
 
     def _mirror(self, task_id: str, detail: str) -> None:
         mirror_live(self.store, task_id, self.live.get(task_id), self.live.partial(task_id),

@@ -20,8 +20,6 @@ from app import keys, live_scripts
 from app.settings import Settings
 
 Arg = str | int | float
-# Seconds a publisher has to confirm a new task's publish before maintenance does it.
-PUBLISH_GRACE = 30
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,15 @@ class LiveCalls:
         fields: Mapping[str, Arg],
         queued_data: Mapping[str, Any],
         deadline: float,
+        queue: str,
+        queue_limit: int,
+        message: str,
     ) -> ScriptCall:
         flat: list[Arg] = []
         for name, value in fields.items():
             flat.extend((name, value))
         return self._call(live_scripts.CREATE, task_id, self.live_ttl, dumps(queued_data),
-                          deadline, PUBLISH_GRACE, *flat)  # fmt: skip
+                          deadline, queue, queue_limit, message, *flat)  # fmt: skip
 
     def claim(
         self, task_id: str, worker: str, lease: float, token: str, dispatch: str
@@ -102,9 +103,6 @@ class LiveCalls:
 
     def renew(self, task_id: str, token: str, lease: float) -> ScriptCall:
         return self._call(live_scripts.RENEW, task_id, token, lease)
-
-    def mark_answered(self, task_id: str, token: str) -> ScriptCall:
-        return self._call(live_scripts.MARK_ANSWERED, task_id, token)
 
     def progress(self, task_id: str, token: str, delta: str) -> ScriptCall:
         return self._call(live_scripts.PROGRESS, task_id, token, delta,

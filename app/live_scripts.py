@@ -119,15 +119,20 @@ def _script(body: str) -> str:
     return _PRELUDE + body
 
 
-# ARGV[5..]: live_ttl, queued_data, deadline, publish_grace, field, value, ...
+# ARGV[5..]: live_ttl, queued_data, deadline, queue, queue_limit, celery_message,
+# field, value, ... The record and its queue message are written together: a task is
+# never recorded without being queued, nor queued without a record.
+# Returns 1 (accepted), 0 (the id exists) or 'full:<depth>' (nothing written).
 CREATE = _script(r"""
 if redis.call('EXISTS', TK) == 1 then return 0 end
+local depth = redis.call('LLEN', ARGV[8])
+if depth >= tonumber(ARGV[9]) then return 'full:' .. depth end
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', TK, unpack(fields))
 redis.call('ZADD', DEADLINES, tonumber(ARGV[7]), TASK_ID)
-redis.call('ZADD', DUE, now() + tonumber(ARGV[8]), TASK_ID)
 redis.call('ZADD', P .. 'unpersisted', now(), TASK_ID)
+redis.call('LPUSH', ARGV[8], ARGV[10])
 local sk = session_key(TK)
 if sk then
   redis.call('ZADD', sk, redis.call('HGET', TK, 'created_at'), TASK_ID)
@@ -202,14 +207,9 @@ if r[3] == '1' then return 'cancel' end
 return 'ok'
 """)
 
-# ARGV[5..]: token. V1 answered (HTTP 200): a re-run could repeat the agent's side effects.
-MARK_ANSWERED = _script(r"""
-if redis.call('HGET', TK, 'attempt_token') ~= ARGV[5] then return 0 end
-redis.call('HSET', TK, 'answered', '1')
-return 1
-""")
-
-# ARGV[5..]: token, delta, data_json, ttl.
+# ARGV[5..]: token, delta, data_json, ttl. The first output marks the attempt `answered`:
+# from then on a lost worker's task is not re-run (the agent may have acted), the same
+# line the retry policy draws. (V1's first, role-only chunk comes before the model runs.)
 PROGRESS = _script(r"""
 local r = redis.call('HMGET', TK, 'state', 'attempt_token')
 if r[1] ~= 'running' or r[2] ~= ARGV[5] then return -1 end

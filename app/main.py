@@ -17,6 +17,7 @@ from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.control import TaskControl
 from app.errors import install_error_handlers
+from app.estimator import EstimateCache
 from app.live import AsyncLiveStore, LiveStore
 from app.metrics import GatewayMetrics
 from app.settings import Settings, get_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             celery=celery,
             control=TaskControl(settings, LiveStore(sync_client, settings), store, celery),
             metrics=GatewayMetrics(),
+            estimates=EstimateCache(client),
         )
         await anyio.to_thread.run_sync(_warm_publisher, celery)
         app.state.bridge = EventBridge(client)

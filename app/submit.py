@@ -1,8 +1,9 @@
-"""Accepting a task: validate -> estimate -> route -> record -> dispatch.
+"""Accepting a task: validate -> estimate -> route -> record + enqueue -> 202.
 
-Runs on the event loop with nothing slower than a few Redis round trips: the record is the
-live hash in Redis (one Lua script), the SQL row is written behind, and Celery's blocking
-publish runs on a worker thread.
+One Redis script records the live task and pushes its Celery message together (see
+`tasks.message`), after checking the queue limit: a task is accepted whole or not at all,
+with a single round trip and no blocking call on the event loop. The SQL row is written
+behind (maintenance copies new tasks in batches; the worker upserts it when it starts).
 """
 
 from __future__ import annotations
@@ -11,26 +12,20 @@ import hashlib
 import logging
 import time
 import uuid
-from functools import partial
 
-import anyio
 import redis.exceptions
-from kombu.exceptions import OperationalError
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import keys
 from app.context import GatewayContext
 from app.errors import ApiError
-from app.estimator import estimate
-from app.live import dumps, finalize_result, text
-from app.mirror import mirror_live
+from app.live import dumps, text
 from app.routing import choose_queue, choose_tier
 from app.schemas import TaskCreate
-from tasks.dispatch import dispatch
+from tasks.message import run_message
 
 log = logging.getLogger(__name__)
 
-BROKER_DOWN = "the task queue is unavailable; nothing was accepted, try again shortly"
+REDIS_DOWN = "the task queue is unavailable; nothing was accepted, try again shortly"
 
 
 def fingerprint(body: TaskCreate) -> str:
@@ -43,69 +38,63 @@ async def submit(
     """Returns (task_id, the live fields as accepted), or (first task's id, None) for an
     idempotent replay."""
     settings = ctx.settings
-    if body.text_chars() > settings.max_message_chars:
-        raise ApiError(
-            413,
-            "message_too_large",
-            f"the message has {body.text_chars()} characters; the limit is "
-            f"{settings.max_message_chars}",
-        )
+    chars = body.text_chars()
+    if chars > settings.max_message_chars:
+        raise ApiError(413, "message_too_large", f"the message has {chars} characters; the "
+                       f"limit is {settings.max_message_chars}")  # fmt: skip
     agent_id = body.agent_id or settings.v1_default_agent
     if settings.v1_agents and agent_id not in settings.v1_agents:
-        raise ApiError(
-            422,
-            "unknown_agent",
-            f"unknown agent {agent_id!r}; known: {', '.join(settings.v1_agents)}",
-        )
+        raise ApiError(422, "unknown_agent", f"unknown agent {agent_id!r}; known: "
+                       f"{', '.join(settings.v1_agents)}")  # fmt: skip
     task_id = str(uuid.uuid4())
     try:
         if idempotency_key is not None:
             existing = await _claim_idempotency(ctx, tenant, idempotency_key, body, task_id)
             if existing is not None:
                 return existing, None
-        guess = await estimate(ctx.redis, agent_id, body.text_chars(), body.estimated_seconds)
+        guess = await ctx.estimates.estimate(agent_id, chars, body.estimated_seconds)
         queue = choose_queue(body.priority, guess.seconds, settings)
-        try:
-            await _refuse_when_full(ctx, queue)
-        except ApiError:
-            ctx.metrics.refused.labels("queue_full").inc()
-            raise
         now = time.time()
-        fields: dict[str, str | int | float] = {
+        fields: dict[str, str] = {
             "id": task_id,
             "tenant": tenant,
             "state": "queued",
             "queue": queue,
             "tier": choose_tier(guess.seconds, settings),
-            "priority": body.priority,
-            "estimated_seconds": guess.seconds,
+            "priority": str(body.priority),
+            "estimated_seconds": str(guess.seconds),
             "estimate_source": guess.source,
             "agent_id": agent_id,
             "session_id": body.session_id or "",
             "created_at": f"{now:.6f}",
-            "attempts": 0,
-            "dispatch": 1,
-            "timeout_seconds": body.timeout_seconds or "",
+            "attempts": "0",
+            "dispatch": "1",
+            "timeout_seconds": str(body.timeout_seconds or ""),
             "request": dumps({"messages": body.chat()}),
             "metadata": dumps(body.metadata) if body.metadata else "",
         }
-        deadline = now + settings.absolute_time_limit
-        queued = {"queue": queue, "priority": body.priority}
-        await ctx.live.run(ctx.live.calls.create(task_id, fields, queued, deadline))
+        call = ctx.live.calls.create(
+            task_id, fields, {"queue": queue, "priority": body.priority},
+            now + settings.absolute_time_limit, queue, settings.queue_limit,
+            run_message(task_id, 1, queue),
+        )  # fmt: skip
+        outcome = text(await ctx.live.run(call))
     except redis.exceptions.RedisError as exc:
         log.warning("redis unavailable on submit: %s", type(exc).__name__)
-        raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
-    try:
-        # The SQL row is written behind (maintenance copies new tasks in batches; the
-        # worker upserts it when it starts the task): Redis (AOF) holds it until then.
-        await anyio.to_thread.run_sync(partial(dispatch, ctx.celery, task_id, queue, 1))
-        await ctx.redis.zrem(keys.DISPATCH_DUE, task_id)
-    except (OperationalError, redis.exceptions.RedisError, SQLAlchemyError, OSError) as exc:
-        await _withdraw(ctx, task_id, tenant, idempotency_key)
-        log.warning("task %s not accepted: %s", task_id, type(exc).__name__)
-        raise ApiError(503, "unavailable", BROKER_DOWN, headers={"Retry-After": "5"}) from exc
+        ctx.metrics.refused.labels("unavailable").inc()
+        raise ApiError(503, "unavailable", REDIS_DOWN, headers={"Retry-After": "5"}) from exc
+    if outcome.startswith("full:"):
+        await _forget_idempotency(ctx, tenant, idempotency_key)
+        ctx.metrics.refused.labels("queue_full").inc()
+        raise ApiError(429, "queue_full", f"the {queue} queue holds {outcome[5:]} tasks (limit "
+                       f"{settings.queue_limit}); retry later",
+                       headers={"Retry-After": "10"})  # fmt: skip
     ctx.metrics.submitted.labels(queue).inc()
-    return task_id, {name: str(value) for name, value in fields.items()}
+    return task_id, fields
+
+
+def _idempotency_name(tenant: str, key: str) -> str:
+    return keys.idempotency_key(tenant, hashlib.sha256(key.encode()).hexdigest())
 
 
 async def _claim_idempotency(
@@ -113,45 +102,18 @@ async def _claim_idempotency(
 ) -> str | None:
     if not key or len(key) > 200:
         raise ApiError(422, "invalid_request", "Idempotency-Key must be 1-200 characters")
-    name = keys.idempotency_key(tenant, hashlib.sha256(key.encode()).hexdigest())
-    value = f"{task_id}|{fingerprint(body)}"
-    if await ctx.redis.set(name, value, nx=True, ex=ctx.settings.result_ttl):
+    name = _idempotency_name(tenant, key)
+    if await ctx.redis.set(name, f"{task_id}|{fingerprint(body)}", nx=True,
+                           ex=ctx.settings.result_ttl):  # fmt: skip
         return None
-    stored = await ctx.redis.get(name)
-    first_id, _, first_print = text(stored or b"").partition("|")
+    first_id, _, first_print = text(await ctx.redis.get(name) or b"").partition("|")
     if first_print != fingerprint(body):
-        raise ApiError(
-            409, "idempotency_conflict", "this Idempotency-Key was used for a different request"
-        )
+        raise ApiError(409, "idempotency_conflict",
+                       "this Idempotency-Key was used for a different request")  # fmt: skip
     return first_id
 
 
-async def _refuse_when_full(ctx: GatewayContext, queue: str) -> None:
-    depth = int(await ctx.redis.llen(queue))
-    if depth >= ctx.settings.queue_limit:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"the {queue} queue holds {depth} tasks (limit {ctx.settings.queue_limit}); "
-            "retry later",
-            headers={"Retry-After": "10"},
-        )
-
-
-async def _withdraw(
-    ctx: GatewayContext, task_id: str, tenant: str, idempotency_key: str | None
-) -> None:
-    """A task we could not hand to the queue is ended at once, so nothing waits for it."""
-    error = {"type": "not_accepted", "message": BROKER_DOWN}
-    try:
-        raw = await ctx.live.run(ctx.live.calls.finalize(task_id, "failed", error=error))
-        if finalize_result(raw).ended:
-            fields = await ctx.live.get(task_id)
-            await anyio.to_thread.run_sync(
-                mirror_live, ctx.store, task_id, fields, "", "not accepted"
-            )
-        if idempotency_key is not None:
-            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-            await ctx.redis.delete(keys.idempotency_key(tenant, digest))
-    except Exception:  # best effort: the caller already answers 503
-        log.exception("could not withdraw task %s", task_id)
+async def _forget_idempotency(ctx: GatewayContext, tenant: str, key: str | None) -> None:
+    """A refused submission must not pin its key to a task that does not exist."""
+    if key:
+        await ctx.redis.delete(_idempotency_name(tenant, key))

@@ -40,6 +40,8 @@ from tests.harness import API_KEY, ROOT, V1_TOKEN, ManagedProcess, System, wait_
 from v1sim.process import SimulatorProcess
 
 RESULTS_DIR = ROOT / "bench" / "results"
+# tests.harness sets LEASE_SECONDS=3 and fast retries for tests; benchmarks use the defaults.
+PRODUCTION_TIMINGS = {"LEASE_SECONDS": "15", "RETRY_BASE_DELAY": "1.0", "RETRY_MAX_DELAY": "60"}
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -94,8 +96,19 @@ def raise_nofile(target: int = 65_536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# Set on SIGTERM: helper threads and polling loops stop waiting, so cleanup starts at once.
+STOPPING = threading.Event()
+
+
 def _sigterm(signum: int, frame: FrameType | None) -> None:
+    STOPPING.set()
     raise SystemExit(128 + signum)
+
+
+def pause(seconds: float) -> None:
+    """time.sleep that ends the benchmark at once when it is being stopped (SIGTERM)."""
+    if STOPPING.wait(seconds):
+        raise SystemExit(143)
 
 
 # --------------------------------------------------------------------------- processes
@@ -164,6 +177,9 @@ class Bench:
 
     # V2 systems --------------------------------------------------------------------
     def system(self, v1_url: str, **overrides: str) -> System:
+        """A `tests.harness.System` on its own Redis DB. The harness's test-speed lease and
+        retry settings are put back to the production defaults unless overridden."""
+        overrides = {**PRODUCTION_TIMINGS, **overrides}
         db = self.new_db()
         workdir = self.workdir / f"system-db{db}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -196,10 +212,21 @@ class Bench:
 
 
 def stop_system(system: System, timeout: float = 5.0) -> None:
-    """Stop quickly: a benchmark does not need Celery's warm shutdown to finish its tasks."""
-    for proc in reversed(system.processes):
+    """Stop quickly: SIGTERM to every process at once, SIGKILL whatever still runs after
+    `timeout` s (a benchmark does not need Celery's warm shutdown to finish its tasks)."""
+    procs = [p for p in reversed(system.processes) if p.alive()]
+    for proc in procs:
         with contextlib.suppress(Exception):
-            proc.stop(timeout)
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            assert proc.proc is not None
+            proc.proc.wait(max(deadline - time.monotonic(), 0.1))
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.kill()
     system.processes.clear()
 
 
@@ -450,7 +477,7 @@ def wait_all_terminal(
         pending = [i for i in pending if states.get(i) not in TERMINAL]
         if not pending or time.monotonic() > deadline:
             return not pending, states
-        time.sleep(interval)
+        pause(interval)
 
 
 def iso_to_unix(value: str | None) -> float | None:

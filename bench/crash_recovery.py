@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from bench.common import (
+    STOPPING,
     TERMINAL,
     Bench,
     Report,
@@ -113,6 +114,8 @@ class Killer(threading.Thread):
         try:
             # Jittered, so kills do not keep landing between two waves of equal-length tasks.
             while not self.stop.wait(self.args.kill_every * self.rng.uniform(0.6, 1.4)):
+                if STOPPING.is_set():
+                    break
                 alive = [w for w in self.workers if w.alive()]
                 if not alive:
                     continue

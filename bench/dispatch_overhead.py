@@ -26,6 +26,7 @@ from bench.common import (
     live_states,
     log,
     new_tag,
+    pause,
     plain_celery_worker,
     submit_one,
 )
@@ -55,7 +56,7 @@ def sim_record(sim: SimulatorProcess, tag: str, timeout: float = 30.0) -> dict[s
             return records[0]
         if time.monotonic() > deadline:
             raise TimeoutError(f"no finished V1 call tagged {tag} within {timeout}s")
-        time.sleep(0.005)
+        pause(0.005)
 
 
 async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace) -> dict[str, Any]:

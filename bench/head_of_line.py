@@ -90,9 +90,7 @@ async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace
             accepted = await submit_many(client, backlog, concurrency=16)
             queues = {a["queue"] for a in accepted}
             log(NAME, f"ours: {args.backlog} long tasks queued in {time.time() - t0:.1f}s {queues}")
-            await asyncio.to_thread(
-                wait_until, lambda: sim.stats()["active"] >= args.slots, 60, 0.2, "long pool full"
-            )
+            wait_until(lambda: sim.stats()["active"] >= args.slots, 60, 0.2, "long pool full")
             active_at_start = sim.stats()["active"]
             shorts = []
             for i in range(args.short):

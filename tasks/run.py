@@ -47,9 +47,9 @@ BREAKER_HOLD_GRACE = 60.0
 
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
-    "message": "the worker running this task died after V1 had started answering; it was not "
-    "re-run automatically because the agent may already have acted. Retry it with "
-    "POST /v1/tasks/{id}/retry.",
+    "message": "the worker running this task died after V1 had started streaming its answer; "
+    "it was not re-run automatically because the agent may already have acted. Retry it "
+    "with POST /v1/tasks/{id}/retry.",
 }
 
 
@@ -102,7 +102,6 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
                 agent_id=fields["agent_id"],
                 messages=request["messages"],
                 session_id=fields.get("session_id") or None,
-                on_answered=lambda: live.run(live.calls.mark_answered(task_id, token)),
                 on_delta=progress.add,
             )
         progress.flush()

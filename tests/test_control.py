@@ -110,7 +110,8 @@ def test_pause_and_resume_a_queued_task(
         wait_until(lambda: redis_client.hget(f"v2:task:{task_id}", "parked") == b"paused", 15,
                    what="paused task parked")  # fmt: skip
         assert simulator.requests(tag=marker) == []
-        assert api.post(f"/v1/tasks/{task_id}/resume").json()["state"] in ("queued", "running")
+        resumed = api.post(f"/v1/tasks/{task_id}/resume")
+        assert resumed.status_code == 200  # the answer may already show it running or done
         done = wait_terminal(api, task_id)
     assert done["state"] == "succeeded"
     assert event_types(redis_client, task_id) == [

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.harness import System, submit, tag, wait_terminal
+from tests.harness import System, submit, tag, wait_terminal, wait_until
 from v1sim.process import SimulatorProcess
 
 
@@ -62,6 +62,9 @@ def test_estimate_learns_from_finished_tasks(system: System) -> None:
             task = submit(api, f"sample {i} [sim:delay=0.2]", agent_id="coder")
             assert wait_terminal(api, task["task_id"])["state"] == "succeeded"
         wait_terminal(api, first["task_id"])
-        learned = submit(api, "learn me", agent_id="coder")
+        # Gateways refresh what they learnt every few seconds.
+        learned = wait_until(
+            lambda: (t := submit(api, "learn me", agent_id="coder"))["estimate_source"]
+            == "learned" and t, 15, 0.5, "a learnt estimate")  # fmt: skip
     assert learned["estimate_source"] == "learned"
     assert 0.05 < learned["estimated_seconds"] < 5

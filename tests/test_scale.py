@@ -42,8 +42,10 @@ def test_killed_worker_task_is_rerun_only_if_v1_had_not_answered(
         crashy.start_maintenance()
         first = crashy.start_worker()
         with crashy.client() as api:
-            answered = submit(api, "answered [sim:delay=60] [sim:tag=answered]")
-            wait_until(lambda: sim.requests(tag="answered"), 10, what="V1 answering")
+            answered = submit(api, "answered [sim:chunks=900] [sim:chunk_delay=0.1] "
+                              "[sim:tag=answered]")  # fmt: skip
+            wait_until(lambda: (api.get(f"/v1/tasks/{answered['task_id']}").json()["partial"]
+                                or "").startswith("tok0"), 10, what="V1 streaming output")
             waiting = submit(api, "waiting [sim:chunks=2] [sim:tag=waiting]")
             wait_until(lambda: sim.requests(tag="waiting"), 10, what="call waiting in V1")
             first.kill()  # SIGKILL, mid-task
