@@ -8,8 +8,8 @@ started.
 
 Figures:
 - lost tasks: not terminal when the run's deadline passed;
-- tasks ended `failed` with error type `worker_lost` (V1 had started answering when their
-  worker died, so they are not re-run: the agent may have acted);
+- tasks ended `failed` with error type `worker_lost` (the app's verdict when V1 may already
+  have acted; the others are re-run after their lease ran out);
 - duplicate V1 calls: two simulator records of one tag running at the same time (must be
   0), and total re-calls (records beyond the first per tag);
 - time to recovery of the killed tasks: kill -> next V1 request start of that task
@@ -338,9 +338,10 @@ def run(args: argparse.Namespace) -> Report:
     )
     report.note(
         f"{args.workers} gevent workers -Q short -c {args.worker_concurrency} + maintenance, "
-        f"LEASE_SECONDS={args.lease}; each task [sim:delay={args.delay:g}]. The simulator "
-        "answers 200 + a role chunk before its delay, so a task killed mid-call had "
-        "'V1 answered' and ends worker_lost by design (not re-run)."
+        f"LEASE_SECONDS={args.lease}; each task [sim:delay={args.delay:g}]: the simulator "
+        "sends 200 + a role chunk at once and text only after the delay, so a cut call had "
+        "produced no output; whether it is re-run or ends worker_lost is the app's rule. "
+        "Kill -> re-run start includes the re-queued task's wait in the queue."
     )
     return report
 

@@ -24,20 +24,22 @@ HOME_QUEUES: set[str] = set()  # the queues this worker process was started with
 CONSUMER: Any = None  # this worker's consumer (set when the worker is ready)
 
 
-@control_command(args=[("queue", str)], signature="<queue>")  # type: ignore[untyped-decorator]
-def v2_pause_queue(state: Any, queue: str, **_: Any) -> dict[str, str]:
+def _set_consuming(state: Any, queue: str, consume: bool) -> dict[str, str]:
     if queue not in HOME_QUEUES:
         return ok(f"not consuming {queue}")  # type: ignore[no-any-return]
-    state.consumer.call_soon(state.consumer.cancel_task_queue, queue)
-    return ok(f"paused {queue}")  # type: ignore[no-any-return]
+    consumer = state.consumer
+    consumer.call_soon(consumer.add_task_queue if consume else consumer.cancel_task_queue, queue)
+    return ok(f"{'resumed' if consume else 'paused'} {queue}")  # type: ignore[no-any-return]
+
+
+@control_command(args=[("queue", str)], signature="<queue>")  # type: ignore[untyped-decorator]
+def v2_pause_queue(state: Any, queue: str, **_: Any) -> dict[str, str]:
+    return _set_consuming(state, queue, consume=False)
 
 
 @control_command(args=[("queue", str)], signature="<queue>")  # type: ignore[untyped-decorator]
 def v2_resume_queue(state: Any, queue: str, **_: Any) -> dict[str, str]:
-    if queue not in HOME_QUEUES:
-        return ok(f"not consuming {queue}")  # type: ignore[no-any-return]
-    state.consumer.call_soon(state.consumer.add_task_queue, queue)
-    return ok(f"resumed {queue}")  # type: ignore[no-any-return]
+    return _set_consuming(state, queue, consume=True)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

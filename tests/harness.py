@@ -232,6 +232,12 @@ class System:
             proc.stop()
         self.processes.clear()
 
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def submit(client: httpx.Client, message: str, **fields: Any) -> dict[str, Any]:
     response = client.post("/v1/tasks", json={"message": message, **fields})

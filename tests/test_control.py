@@ -158,9 +158,14 @@ def test_admin_endpoints_need_an_operator_key(system: System) -> None:
 def test_time_limits_promote_short_tasks_once_and_expire_queued_ones(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    limited = new_system(valkey, simulator.url, tmp_path, SHORT_TIME_LIMIT="1",
-                         LONG_TIME_LIMIT="3", ABSOLUTE_TIME_LIMIT="600")  # fmt: skip
-    try:
+    with new_system(
+        valkey,
+        simulator.url,
+        tmp_path,
+        SHORT_TIME_LIMIT="1",
+        LONG_TIME_LIMIT="3",
+        ABSOLUTE_TIME_LIMIT="600",
+    ) as limited:
         limited.start_gateway()
         limited.start_worker(queues="short,priority")
         with limited.client() as api:
@@ -171,8 +176,6 @@ def test_time_limits_promote_short_tasks_once_and_expire_queued_ones(
             assert wait_terminal(api, promoted["task_id"])["state"] == "succeeded"
             ended = wait_terminal(api, too_long["task_id"])
             capped_end = wait_terminal(api, capped["task_id"])
-    finally:
-        limited.stop()
     assert ended["state"] == "timed_out" and ended["partial"].startswith("tok0 ")
     assert 2.5 < (_seconds(ended["finished_at"]) - _seconds(ended["started_at"])) < 9
     assert capped_end["state"] == "timed_out"
@@ -182,15 +185,12 @@ def test_time_limits_promote_short_tasks_once_and_expire_queued_ones(
 def test_queued_task_expires_at_the_absolute_limit(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    limited = new_system(valkey, simulator.url, tmp_path, ABSOLUTE_TIME_LIMIT="2")
-    try:
+    with new_system(valkey, simulator.url, tmp_path, ABSOLUTE_TIME_LIMIT="2") as limited:
         limited.start_gateway()
         limited.start_maintenance()  # no worker: nothing will ever run it
         with limited.client() as api:
             task = submit(api, "forgotten")
             done = wait_terminal(api, task["task_id"], timeout=15)
-    finally:
-        limited.stop()
     assert done["state"] == "timed_out"
     assert "absolute limit" in done["error"]["message"]
 
@@ -198,10 +198,15 @@ def test_queued_task_expires_at_the_absolute_limit(
 def test_breaker_opens_holds_work_and_closes_after_a_probe(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    fragile = new_system(valkey, simulator.url, tmp_path, BREAKER_THRESHOLD="2",
-                         BREAKER_COOLDOWN="3", MAX_ATTEMPTS="1")  # fmt: skip
     marker = tag()
-    try:
+    with new_system(
+        valkey,
+        simulator.url,
+        tmp_path,
+        BREAKER_THRESHOLD="2",
+        BREAKER_COOLDOWN="3",
+        MAX_ATTEMPTS="1",
+    ) as fragile:
         fragile.start_gateway()
         fragile.start_worker()
         fragile.start_maintenance()
@@ -216,8 +221,6 @@ def test_breaker_opens_holds_work_and_closes_after_a_probe(
             # It waits out the cool-down (checked below against V1's own record).
             done = wait_terminal(api, healthy["task_id"], timeout=20)
             assert admin(fragile, "GET", "/breaker").json()["state"] == "closed"
-    finally:
-        fragile.stop()
     assert done["state"] == "succeeded" and done["attempts"] == 1
     assert simulator.requests(tag=marker)[0]["started_at"] >= opened_at + 3
 

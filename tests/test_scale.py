@@ -36,16 +36,20 @@ def test_killed_worker_task_is_rerun_only_if_v1_had_not_answered(
     valkey: EmbeddedValkey, narrow_simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
     sim = narrow_simulator
-    crashy = new_system(valkey, sim.url, tmp_path, LEASE_SECONDS="2")
-    try:
+    with new_system(valkey, sim.url, tmp_path, LEASE_SECONDS="2") as crashy:
         crashy.start_gateway()
         crashy.start_maintenance()
         first = crashy.start_worker()
         with crashy.client() as api:
             answered = submit(api, "answered [sim:chunks=900] [sim:chunk_delay=0.1] "
                               "[sim:tag=answered]")  # fmt: skip
-            wait_until(lambda: (api.get(f"/v1/tasks/{answered['task_id']}").json()["partial"]
-                                or "").startswith("tok0"), 10, what="V1 streaming output")
+            wait_until(
+                lambda: (
+                    api.get(f"/v1/tasks/{answered['task_id']}").json()["partial"] or ""
+                ).startswith("tok0"),
+                10,
+                what="V1 streaming output",
+            )
             waiting = submit(api, "waiting [sim:chunks=2] [sim:tag=waiting]")
             wait_until(lambda: sim.requests(tag="waiting"), 10, what="call waiting in V1")
             first.kill()  # SIGKILL, mid-task
@@ -54,8 +58,6 @@ def test_killed_worker_task_is_rerun_only_if_v1_had_not_answered(
             rerun = wait_terminal(api, waiting["task_id"], timeout=30)
             recovered_in = time.monotonic() - killed_at
             lost = wait_terminal(api, answered["task_id"], timeout=30)
-    finally:
-        crashy.stop()
     assert rerun["state"] == "succeeded" and rerun["attempts"] == 2
     assert rerun["result"]["content"] == "tok0 tok1 "
     calls = sim.requests(tag="waiting")
@@ -86,8 +88,7 @@ def test_redelivered_stale_message_does_not_rerun_a_finished_task(
 def test_v1_budget_is_never_exceeded(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    budgeted = new_system(valkey, simulator.url, tmp_path, V1_MAX_CONCURRENCY="3")
-    try:
+    with new_system(valkey, simulator.url, tmp_path, V1_MAX_CONCURRENCY="3") as budgeted:
         budgeted.start_gateway()
         budgeted.start_worker()
         budgeted.start_worker()
@@ -97,8 +98,6 @@ def test_v1_budget_is_never_exceeded(
             ids = [submit(api, f"b{i} [sim:delay=0.4]", priority=i % 10)["task_id"]
                    for i in range(24)]  # fmt: skip
             states = [wait_terminal(api, task_id, timeout=60)["state"] for task_id in ids]
-    finally:
-        budgeted.stop()
     assert states == ["succeeded"] * 24
     peak = simulator.stats()["peak_active"]
     assert 2 <= peak <= 3
@@ -133,8 +132,7 @@ def test_tasks_of_one_session_never_overlap_and_keep_submission_order(
 def test_full_queue_answers_429_and_loses_nothing(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    small = new_system(valkey, simulator.url, tmp_path, QUEUE_LIMIT="3")
-    try:
+    with new_system(valkey, simulator.url, tmp_path, QUEUE_LIMIT="3") as small:
         small.start_gateway()
         with small.client() as api:
             accepted = [submit(api, f"q{i}")["task_id"] for i in range(3)]
@@ -145,26 +143,21 @@ def test_full_queue_answers_429_and_loses_nothing(
             small.start_worker()
             states = [wait_terminal(api, task_id)["state"] for task_id in accepted]
             assert api.post("/v1/tasks", json={"message": "room again"}).status_code == 202
-    finally:
-        small.stop()
     assert states == ["succeeded"] * 3
 
 
 def test_broker_outage_answers_503_and_accepts_nothing(
     simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    own = EmbeddedValkey(tmp_path / "own-valkey")
-    own.start()
-    isolated = new_system(own, simulator.url, tmp_path)
-    try:
+    with (
+        EmbeddedValkey(tmp_path / "own-valkey") as own,
+        new_system(own, simulator.url, tmp_path) as isolated,
+    ):
         isolated.start_gateway()
-        own.stop()
+        own.stop()  # Redis (broker and store) goes away under a running gateway
         with isolated.client() as api:
             reply = api.post("/v1/tasks", json={"message": "into the void"})
         ready = httpx.get(f"{isolated.url}/readyz", timeout=10)
-    finally:
-        isolated.stop()
-        own.stop()
     assert reply.status_code == 503
     assert reply.json()["error"]["type"] == "unavailable" and "retry-after" in reply.headers
     assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
@@ -173,15 +166,12 @@ def test_broker_outage_answers_503_and_accepts_nothing(
 def test_worker_above_memory_limit_finishes_its_task_and_exits(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    tight = new_system(valkey, simulator.url, tmp_path, WORKER_MAX_MEMORY_MB="1")
-    try:
+    with new_system(valkey, simulator.url, tmp_path, WORKER_MAX_MEMORY_MB="1") as tight:
         tight.start_gateway()
         with tight.client() as api:
             task = submit(api, "held while draining [sim:delay=7]")
             worker = tight.start_worker()
             assert wait_terminal(api, task["task_id"], timeout=30)["state"] == "succeeded"
         wait_until(lambda: not worker.alive(), 20, what="worker to exit by itself")
-    finally:
-        tight.stop()
     assert "no longer taking tasks" in worker.log()
     assert worker.proc is not None and worker.proc.returncode == 0

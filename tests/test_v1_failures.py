@@ -66,15 +66,12 @@ def test_transient_failures_are_retried_until_success(
 def test_wrong_v1_token_fails_as_unauthorized(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    bad = new_system(valkey, simulator.url, tmp_path, V1_TOKEN="not-the-token")
-    try:
+    with new_system(valkey, simulator.url, tmp_path, V1_TOKEN="not-the-token") as bad:
         bad.start_gateway()
         bad.start_worker()
         with bad.client() as api:
             task = submit(api, "hello")
             done = wait_terminal(api, task["task_id"])
-    finally:
-        bad.stop()
     assert done["state"] == "failed"
     assert done["error"] == {
         "type": "v1_unauthorized",
