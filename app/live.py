@@ -146,6 +146,12 @@ class LiveCalls:
         return self._call(live_scripts.RETRY, task_id, self.live_ttl, now + self.absolute_limit,
                           reason)  # fmt: skip
 
+    def restore_orphan(
+        self, task_id: str, delivery_tag: str, dispatch: str, queue: str, message: str
+    ) -> ScriptCall:
+        return self._call(live_scripts.RESTORE_ORPHAN, task_id, delivery_tag, dispatch, queue,
+                          message)  # fmt: skip
+
     def take_due(self, task_id: str) -> ScriptCall:
         return self._call(live_scripts.TAKE_DUE, task_id)
 

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         15.0, description="A running task's lease; a dead worker's task is re-run after it."
     )
+    orphan_seconds: float = Field(
+        20.0,
+        description="A message fetched but not claimed for this long belonged to a dead "
+        "worker: maintenance puts it back in its queue.",
+    )
     v1_max_concurrency: int = Field(
         8, description="Most concurrent V1 runs across all workers (V1's capacity budget)."
     )

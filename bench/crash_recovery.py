@@ -3,8 +3,8 @@
 1000 tasks (`[sim:delay=5]`, each with its own `[sim:tag=...]`) run on 3 gevent workers
 (`tests.harness.System.start_worker`, `-Q short -c 50`) with maintenance and
 LEASE_SECONDS=5. While they run, a random worker is killed with SIGKILL
-(`ManagedProcess.kill()`) every --kill-every seconds (+-40 % jitter) and a replacement is
-started.
+(`ManagedProcess.kill()`) every --kill-every seconds (+-40 % jitter; deferred up to 3 s
+while no V1 call is in flight) and a replacement is started.
 
 Figures:
 - lost tasks: not terminal when the run's deadline passed;
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import threading
 import time
@@ -31,7 +32,9 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import redis
 
+from app import keys
 from bench.common import (
     STOPPING,
     TERMINAL,
@@ -120,7 +123,13 @@ class Killer(threading.Thread):
                 if not alive:
                     continue
                 victim = self.rng.choice(alive)
+                # Equal-length tasks run in waves with short idle gaps between them; a kill
+                # landing in a gap tests nothing, so wait (up to 3 s) for V1 calls in flight.
+                waited_from = time.time()
                 active = v1_active(self.system.v1_url)
+                while not active and time.time() - waited_from < 3.0 and not self.stop.is_set():
+                    time.sleep(0.2)
+                    active = v1_active(self.system.v1_url)
                 t_kill = time.time()
                 victim.kill()
                 kill = {
@@ -128,6 +137,7 @@ class Killer(threading.Thread):
                     "pid": victim.pid,
                     "at": t_kill,
                     "v1_active_all_workers_before": active,
+                    "deferred_s": round(t_kill - waited_from, 2),
                 }
                 self.workers.remove(victim)
                 if self.stop.is_set():
@@ -146,6 +156,36 @@ class Killer(threading.Thread):
                 )
         except Exception as exc:  # reported in the results
             self.error = f"{type(exc).__name__}: {exc}"
+
+
+def lost_diagnostics(redis_url: str, task_ids: list[str]) -> dict[str, Any]:
+    """What Redis holds about tasks that never ended (live record without the request
+    text, lease / dispatch-due scores, queue lengths), for the report."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        # kombu's Redis transport keeps delivered, unacknowledged messages in `unacked`
+        # until they are acked or visibility_timeout passes.
+        unacked = client.hgetall("unacked")
+        out: dict[str, Any] = {
+            "queue_lengths": {q: client.llen(q) for q in ("priority", "short", "long")},
+            "kombu_unacked_messages": len(unacked),
+        }
+        for task_id in task_ids:
+            record = client.hgetall(keys.task_key(task_id))
+            record.pop("request", None)
+            out[task_id] = {
+                "record": record,
+                "lease_score": client.zscore(keys.LEASES, task_id),
+                "dispatch_due_score": client.zscore(keys.DISPATCH_DUE, task_id),
+                "in_kombu_unacked": any(task_id in payload for payload in unacked.values()),
+                "events": [
+                    json.loads(fields["e"])["type"]
+                    for _, fields in client.xrange(keys.events_key(task_id))
+                ],
+            }
+        return out
+    finally:
+        client.close()
 
 
 def overlaps(records: list[dict[str, Any]]) -> int:
@@ -201,6 +241,8 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(killer.join, 90)
             wall = time.time() - t0
             final = await fetch_tasks(client, ids)
+            lost_ids = [i for i in ids if final[i].get("state") not in TERMINAL]
+            lost_records = lost_diagnostics(system.redis_url, lost_ids[:10])
     finally:
         killer.stop.set()
         monitor.stop.set()
@@ -219,6 +261,8 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     to_rerun: list[float] = []
     to_failed: list[float] = []
     killed_tasks = 0
+    # Cut before V1 sent any text (still inside its [sim:delay]) yet ended worker_lost.
+    lost_before_text = 0
     for tag, task_id in zip(tags, ids, strict=True):
         records = by_tag.get(tag, [])
         for n, record in enumerate(records):
@@ -235,6 +279,9 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
                 finished = iso_to_unix(final[task_id].get("finished_at"))
                 if finished and final[task_id].get("state") == "failed":
                     to_failed.append(finished - kill["at"])
+                    admitted = record.get("admitted_at") or record["started_at"]
+                    if ended - admitted < args.delay - 0.05:
+                        lost_before_text += 1
     # Tasks a kill caught after their claim but before their V1 call: re-run by the lease,
     # with no cut call of their own (attempts > 1).
     requeued_before_call = 0
@@ -264,9 +311,18 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "failed_error_types": {str(k): v for k, v in errors.items()},
         "lost": len(lost),
         "lost_examples": [ids[i] for i in lost[:5]],
+        "lost_live_records": lost_records,
         "worker_lost": errors.get("worker_lost", 0),
+        "worker_lost_attempts": dict(
+            Counter(
+                int(t.get("attempts") or 0)
+                for t in final.values()
+                if (t.get("error") or {}).get("type") == "worker_lost"
+            )
+        ),
         "killed_tasks": killed_tasks,
         "rerun_after_kill": len(to_rerun),
+        "worker_lost_cut_before_any_text": lost_before_text,
         "requeued_before_v1_call": requeued_before_call,
         "failed_after_kill": len(to_failed),
         "v1_calls": len(records_all),
@@ -278,6 +334,22 @@ async def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "sim_peak_active": sim.stats()["peak_active"],
         "v1_active_series": [(round(t - t0, 1), a) for t, a in monitor.series],
     }
+
+
+def lost_note(result: dict[str, Any]) -> str:
+    records = {
+        k: v
+        for k, v in result["lost_live_records"].items()
+        if isinstance(v, dict) and "record" in v
+    }
+    if not records:
+        return ""
+    never_claimed = sum(1 for v in records.values() if v["record"].get("attempts") == "0")
+    unacked = sum(1 for v in records.values() if v["in_kombu_unacked"])
+    return (
+        f"; of {len(records)} examined: {never_claimed} never claimed (attempts 0, no lease), "
+        f"{unacked} still in kombu's unacked hash"
+    )
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -300,13 +372,14 @@ def run(args: argparse.Namespace) -> Report:
         "lost tasks (not terminal by the deadline)",
         result["lost"],
         f"of {args.tasks}",
-        note=f"deadline {args.deadline:g}s; states {result['states']}",
+        note=f"deadline {args.deadline:g}s; states {result['states']}" + lost_note(result),
     )
     report.add(
         "tasks failed with worker_lost",
         result["worker_lost"],
         f"of {args.tasks}",
-        note=f"tasks whose V1 call a kill cut: {result['killed_tasks']}",
+        note=f"tasks whose V1 call a kill cut: {result['killed_tasks']}; worker_lost although "
+        f"cut before V1 sent any text: {result['worker_lost_cut_before_any_text']}",
     )
     report.add(
         "duplicate V1 calls (overlapping, same task)",

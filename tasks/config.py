@@ -30,8 +30,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
         "task_default_queue": "short",
         "task_create_missing_queues": False,
-        # Early ack + fetch only for a free slot: a killed worker holds no other messages.
-        "task_acks_late": False,
+        # Late ack: a message stays in kombu's `unacked` hash until its task ends, so one
+        # fetched by a worker that died before claiming the task is found and put back by
+        # tasks.maintenance (the visibility timeout above never fires in practice).
+        # Fetch only for a free slot: a worker holds no messages beyond its running tasks.
+        "task_acks_late": True,
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": True,
         "worker_concurrency": settings.worker_concurrency,

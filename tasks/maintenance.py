@@ -12,6 +12,7 @@ Several instances may run at once: every step is an atomic script with fencing.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -27,11 +28,13 @@ from app.live import LiveStore, finalize_result, outcome_and_woken, text
 from app.mirror import mirror_live
 from app.settings import Settings, get_settings
 from app.store.repo import TaskStore
+from tasks.celery_app import RUN_TASK
 from tasks.publish import publish_due
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 600.0
+
 TICK = 0.25  # retry delays and crash recovery are only as precise as this
 
 
@@ -47,6 +50,7 @@ class Maintenance:
         counts = {
             "persisted": self.persist_new(),
             "recovered": self.recover_expired_leases(),
+            "orphans_restored": self.restore_orphans(),
             "dispatched": self.dispatch_due(),
             "expired": self.expire_overdue(),
         }
@@ -85,6 +89,33 @@ class Maintenance:
                 if int(dispatch_no) > 0:
                     self._mirror(task_id, "re-queued after its worker was lost")
         return done
+
+    def restore_orphans(self) -> int:
+        """Messages fetched by a worker that died before claiming their task."""
+        client = self.live.redis
+        cutoff = time.time() - self.settings.orphan_seconds
+        restored = 0
+        for raw_tag in client.zrangebyscore("unacked_index", "-inf", cutoff, 0, 200):
+            tag = text(raw_tag)
+            raw = client.hget("unacked", tag)
+            if raw is None:
+                client.zrem("unacked_index", tag)
+                continue
+            message, _exchange, routing_key = json.loads(raw)
+            headers = message.get("headers") or {}
+            if headers.get("task") != RUN_TASK:
+                continue
+            task_id, _, suffix = str(headers.get("id", "")).partition(".")
+            # As kombu marks a message it restores itself.
+            headers["redelivered"] = True
+            message["properties"]["delivery_info"]["redelivered"] = True
+            call = self.live.calls.restore_orphan(
+                task_id, tag, suffix or "1", routing_key, json.dumps(message)
+            )
+            if text(self.live.run(call)) == "restored":
+                log.warning("task %s: its worker died before starting it; re-queued", task_id)
+                restored += 1
+        return restored
 
     def persist_new(self) -> int:
         """Copy newly submitted tasks into the SQL store (the submit path writes Redis only)."""

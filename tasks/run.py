@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 # Failures that say V1 itself is unwell (they count towards opening the breaker).
 BREAKER_FAILURES = (V1Unreachable, V1ServerError, V1Timeout, V1RateLimited, V1StreamError)
-BREAKER_HOLD_GRACE = 60.0
 
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
@@ -158,9 +157,11 @@ def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
             return True
         if runtime.redis.hget(keys.task_key(task_id), "state") != b"queued":
             return False
-        # Should this worker die while holding it, maintenance publishes it again.
-        runtime.redis.zadd(keys.DISPATCH_DUE, {task_id: verdict.retry_at + BREAKER_HOLD_GRACE})
+        # Held by a live worker: maintenance must not take its message back meanwhile (if
+        # this worker dies, the mark lapses and the message is restored).
         pause = min(max(verdict.retry_at - time.time(), 0.2), 5.0)
+        held_until = time.time() + pause + 1.5
+        runtime.redis.hset(keys.task_key(task_id), "held_until", f"{held_until:.3f}")
         gevent.sleep(pause + random.uniform(0, 0.5))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from app.embedded_valkey import EmbeddedValkey
 from app.settings import get_settings
@@ -175,3 +176,32 @@ def test_worker_above_memory_limit_finishes_its_task_and_exits(
         wait_until(lambda: not worker.alive(), 20, what="worker to exit by itself")
     assert "no longer taking tasks" in worker.log()
     assert worker.proc is not None and worker.proc.returncode == 0
+
+
+def test_message_of_a_worker_killed_before_claiming_is_restored(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """A worker holding a fetched, unclaimed task (here: waiting for V1's breaker) dies;
+    maintenance finds the message in kombu's unacked hash and puts it back."""
+    marker = tag()
+    settings = {"BREAKER_THRESHOLD": "1", "BREAKER_COOLDOWN": "10", "MAX_ATTEMPTS": "1",
+                "ORPHAN_SECONDS": "3"}  # fmt: skip
+    with new_system(valkey, simulator.url, tmp_path, **settings) as held:
+        held.start_gateway()
+        held.start_maintenance()
+        first = held.start_worker()
+        client = redis.Redis.from_url(held.redis_url)
+        with held.client() as api:
+            down = submit(api, "down [sim:fail=503]")
+            assert wait_terminal(api, down["task_id"])["state"] == "failed"  # breaker opens
+            task = submit(api, f"held [sim:tag={marker}]")
+            wait_until(lambda: client.hget(f"v2:task:{task['task_id']}", "held_until"), 10,
+                       what="the worker holding the task")  # fmt: skip
+            first.kill()
+            held.start_worker()
+            done = wait_terminal(api, task["task_id"], timeout=40)
+        client.close()
+        maintenance_log = held.processes[1].log()
+    assert done["state"] == "succeeded" and done["attempts"] == 1
+    assert "its worker died before starting it; re-queued" in maintenance_log
+    assert len(simulator.requests(tag=marker)) == 1
