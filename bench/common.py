@@ -9,6 +9,7 @@ A `Bench` owns all of them and stops every one on exit, error or SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
@@ -611,3 +612,13 @@ class Report:
 
 def log(name: str, message: str) -> None:
     print(f"[{name} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def script_main(
+    run: Callable[[argparse.Namespace], Report],
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    argv: list[str] | None = None,
+) -> int:
+    """The `main()` of every benchmark script: run it, then write its results."""
+    run(parse_args(argv)).finish()
+    return 0

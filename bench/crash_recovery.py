@@ -46,6 +46,7 @@ from bench.common import (
     iso_to_unix,
     log,
     new_tag,
+    script_main,
     submit_many,
     wait_all_terminal,
 )
@@ -420,9 +421,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run(parse_args(argv))
-    report.finish()
-    return 0
+    return script_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

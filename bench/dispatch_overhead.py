@@ -28,6 +28,7 @@ from bench.common import (
     new_tag,
     pause,
     plain_celery_worker,
+    script_main,
     submit_one,
 )
 from v1sim.process import SimulatorProcess
@@ -159,9 +160,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run(parse_args(argv))
-    report.finish()
-    return 0
+    return script_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

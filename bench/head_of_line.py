@@ -33,6 +33,7 @@ from bench.common import (
     new_tag,
     percentile,
     plain_celery_worker,
+    script_main,
     stop_system,
     submit_many,
     submit_one,
@@ -231,9 +232,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run(parse_args(argv))
-    report.finish()
-    return 0
+    return script_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

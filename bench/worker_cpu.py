@@ -27,6 +27,7 @@ from bench.common import (
     log,
     new_tag,
     plain_celery_worker,
+    script_main,
     submit_many,
     wait_all_terminal,
 )
@@ -191,9 +192,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run(parse_args(argv))
-    report.finish()
-    return 0
+    return script_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

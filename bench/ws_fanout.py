@@ -43,6 +43,7 @@ from bench.common import (
     log,
     mib,
     raise_nofile,
+    script_main,
     stop_system,
     submit_one,
 )
@@ -363,9 +364,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run(parse_args(argv))
-    report.finish()
-    return 0
+    return script_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":
