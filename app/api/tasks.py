@@ -29,10 +29,16 @@ async def create_task(
     from app.submit import submit
 
     task_id, accepted = await submit(ctx, tenant, body, idempotency_key)
-    response.headers["Location"] = f"/v1/tasks/{task_id}"
-    if accepted is None:  # an idempotent replay: the first task as it is now
-        return await load_task(ctx, tenant, task_id)
-    return TaskOut.from_live(accepted, None)
+    task = (
+        await load_task(ctx, tenant, task_id)  # an idempotent replay: the task as it is now
+        if accepted is None
+        else TaskOut.from_live(accepted, None)
+    )
+    # Serialised once by pydantic-core (FastAPI would validate the model a second time).
+    return Response(  # type: ignore[return-value]
+        task.model_dump_json(), 202, {"Location": f"/v1/tasks/{task_id}"},
+        media_type="application/json",
+    )  # fmt: skip
 
 
 @router.get("/{task_id}", response_model=TaskOut)
