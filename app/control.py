@@ -1,14 +1,20 @@
-"""Steering one task: cancel, pause, resume, retry. Shared by the gateway (on a worker
-thread) and the celery CLI sub-commands, so both behave the same."""
+"""Moving one task and mirroring it to SQL: cancel, pause, resume, retry, finish, requeue.
+
+One code path for every caller: the gateway (on a worker thread), the celery CLI
+sub-commands, the workers and maintenance. Workers pass `sql` so SQL writes run on gevent's
+thread pool rather than blocking their event loop.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from celery import Celery
 
-from app.live import LiveStore, outcome_and_woken, text
+from app.live import FinalizeResult, LiveStore, finalize_result, outcome_and_woken, text
 from app.mirror import live_fields_from_row, mirror_live
 from app.routing import choose_tier
 from app.settings import Settings
@@ -24,18 +30,64 @@ class Outcome:
     message: str = ""
 
 
+def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 @dataclass
 class TaskControl:
     settings: Settings
     live: LiveStore
     store: TaskStore
     celery: Celery
+    sql: Callable[..., Any] = field(default=_run_here)  # how SQL writes are run
+
+    def finish(
+        self,
+        task_id: str,
+        state: str,
+        *,
+        token: str = "",
+        result: Mapping[str, Any] | None = None,
+        error: Mapping[str, Any] | None = None,
+        reason: str = "",
+        only_from: str = "",
+        detail: str | None = None,
+    ) -> FinalizeResult:
+        """End a task (once), publish whoever it was holding back, mirror it to SQL."""
+        call = self.live.calls.finalize(
+            task_id, state, token=token, result=result, error=error, reason=reason,
+            only_from=only_from,
+        )  # fmt: skip
+        outcome = finalize_result(self.live.run(call))
+        publish_due(self.live, self.celery, outcome.woken)
+        if outcome.ended:
+            self._mirror(task_id, detail or reason or None, outcome.detail)
+        return outcome
+
+    def requeue(
+        self,
+        task_id: str,
+        token: str,
+        delay: float,
+        error: Mapping[str, Any],
+        queue: str,
+        detail: str,
+    ) -> bool:
+        """Back to `queued` with a new dispatch number, due for publishing after `delay`."""
+        raw = self.live.run(self.live.calls.requeue(task_id, token, delay, error, queue))
+        dispatch_no, woken = outcome_and_woken(raw)
+        publish_due(self.live, self.celery, woken)
+        if int(dispatch_no) < 0:
+            return False
+        self._mirror(task_id, detail, None)
+        return True
 
     def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
         outcome, woken = outcome_and_woken(self.live.run(self.live.calls.cancel(task_id, reason)))
         publish_due(self.live, self.celery, woken)
         if outcome == "cancelled":
-            self._mirror(task_id, reason)
+            self._mirror(task_id, reason, "")
             return Outcome(True, "cancelled")
         if outcome == "requested":
             return Outcome(True, "running", "the worker is closing its V1 call")
@@ -49,7 +101,7 @@ class TaskControl:
     def pause(self, task_id: str) -> Outcome:
         outcome = text(self.live.run(self.live.calls.pause(task_id)))
         if outcome == "paused":
-            self._mirror(task_id, "paused")
+            self._mirror(task_id, "paused", "")
             return Outcome(True, "paused")
         if outcome == "running":
             return Outcome(False, outcome, "a running task cannot be paused: V1 cannot pause "
@@ -62,7 +114,7 @@ class TaskControl:
         if outcome != "resumed":
             return Outcome(False, outcome, f"only a paused task can be resumed (it is {outcome})")
         publish_due(self.live, self.celery, [task_id] if int(raw[1]) else [])
-        self._mirror(task_id, "resumed")
+        self._mirror(task_id, "resumed", "")
         return Outcome(True, "queued")
 
     def retry(self, task_id: str, reason: str = "manual retry") -> Outcome:
@@ -75,7 +127,7 @@ class TaskControl:
                            f"retried (it is {outcome})")  # fmt: skip
         if not recreated:
             publish_due(self.live, self.celery, [task_id])
-        self._mirror(task_id, reason)
+        self._mirror(task_id, reason, "")
         return Outcome(True, "queued")
 
     def _recreate(self, task_id: str) -> str:
@@ -98,6 +150,5 @@ class TaskControl:
         ))  # fmt: skip
         return "queued" if text(created) == "1" else "conflict"
 
-    def _mirror(self, task_id: str, detail: str) -> None:
-        mirror_live(self.store, task_id, self.live.get(task_id), self.live.partial(task_id),
-                    detail)  # fmt: skip
+    def _mirror(self, task_id: str, detail: str | None, partial: str | None) -> None:
+        self.sql(mirror_live, self.store, task_id, self.live.get(task_id), partial, detail)

@@ -24,8 +24,6 @@ DISPATCH_DUE = f"{PREFIX}:dispatch-due"
 # submit path writes Redis only; maintenance copies them in batches). Bounded by the
 # number of tasks submitted since the last copy.
 UNPERSISTED = f"{PREFIX}:unpersisted"
-# Sorted set holder -> expiry: V1 run slots in use; bounded by the V1 budget.
-V1_SLOTS = f"{PREFIX}:v1slots"
 # Hash: paused queues (operators); bounded by the number of queues.
 PAUSED_QUEUES = f"{PREFIX}:paused-queues"
 # Hash agent -> learned duration stats; bounded by the number of agents.
@@ -57,3 +55,14 @@ def idempotency_key(tenant: str, key: str) -> str:
 def session_key(agent_id: str, session_id: str) -> str:
     """List of task ids of one (agent, session) in submission order (TTL refreshed on use)."""
     return f"{PREFIX}:session:{agent_id}:{session_id}"
+
+
+def v1_slots(budget: str) -> str:
+    """Sorted set task_id -> lease expiry: V1 runs in flight (bounded by the V1 budget).
+    The live scripts derive the same name (`app.live_scripts`)."""
+    return f"{PREFIX}:v1slots:{budget}"
+
+
+def v1_wait(budget: str) -> str:
+    """Sorted set task_id -> rank: tasks waiting for a V1 slot (bounded by live tasks)."""
+    return f"{PREFIX}:v1wait:{budget}"

@@ -191,10 +191,6 @@ class LiveStore:
     def get(self, task_id: str) -> dict[str, str]:
         return pairs(_flatten(self.redis.hgetall(keys.task_key(task_id))))
 
-    def partial(self, task_id: str) -> str:
-        value = self.redis.get(keys.partial_key(task_id))
-        return text(value) if value is not None else ""
-
 
 class AsyncLiveStore:
     """Asynchronous runner of the same scripts (the gateway)."""
@@ -209,9 +205,6 @@ class AsyncLiveStore:
         if script is None:
             script = self._scripts[call.source] = self.redis.register_script(call.source)
         return await script(keys=list(call.keys), args=list(call.args))
-
-    async def get(self, task_id: str) -> dict[str, str]:
-        return pairs(_flatten(await self.redis.hgetall(keys.task_key(task_id))))
 
 
 def _flatten(mapping: Mapping[Any, Any]) -> list[Any]:

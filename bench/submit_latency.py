@@ -20,11 +20,8 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from bench import loadgen
 from bench.common import AUTH, Bench, ProcWatch, Report, child_env, log
-from tests.harness import wait_until
 
 NAME = "submit_latency"
 P99_TARGET_MS = 50.0  # the design notes' "task id in < 50 ms"
@@ -62,16 +59,7 @@ def start_baseline(bench: Bench, redis_url: str) -> tuple[str, int]:
         child_env(),
     )
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise RuntimeError(f"baseline app exited:\n{proc.log()[-2000:]}")
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 30, 0.1, "baseline /readyz")
+    proc.wait_for_http(f"{url}/readyz", 30)
     return url, proc.pid
 
 

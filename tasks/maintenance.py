@@ -24,7 +24,8 @@ from types import FrameType
 from celery import Celery
 
 from app import keys
-from app.live import LiveStore, finalize_result, outcome_and_woken, text
+from app.control import TaskControl
+from app.live import LiveStore, text
 from app.mirror import mirror_live
 from app.settings import Settings, get_settings
 from app.store.repo import TaskStore
@@ -44,6 +45,7 @@ class Maintenance:
         self.live = live
         self.store = store
         self.celery = celery
+        self.control = TaskControl(settings, live, store, celery)
         self._last_retention = 0.0
 
     def run_once(self) -> dict[str, int]:
@@ -71,23 +73,24 @@ class Maintenance:
                 continue
             done += 1
             log.warning("task %s: lease expired (worker lost): %s", task_id, action)
+            finish = self.control.finish
             if action == "cancel":
-                self._finish(task_id, "cancelled", fence, reason="cancelled by request")
+                finish(task_id, "cancelled", token=fence, reason="cancelled by request",
+                       detail="worker lost")  # fmt: skip
             elif action == "lost_after_output":
-                self._finish(task_id, "failed", fence, error=WORKER_LOST_AFTER_OUTPUT)
+                finish(task_id, "failed", token=fence, error=WORKER_LOST_AFTER_OUTPUT,
+                       detail="worker lost")  # fmt: skip
             elif int(attempts) >= self.settings.max_attempts:
                 error = {
                     "type": "worker_lost",
                     "message": f"workers died during all {attempts} attempts of this task",
                 }
-                self._finish(task_id, "failed", fence, error=error)
+                finish(task_id, "failed", token=fence, error=error, detail="worker lost")
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
-                call = self.live.calls.requeue(task_id, fence, 0.0, error, queue)
-                dispatch_no, woken = outcome_and_woken(self.live.run(call))
-                publish_due(self.live, self.celery, [*woken, task_id])
-                if int(dispatch_no) > 0:
-                    self._mirror(task_id, "re-queued after its worker was lost")
+                if self.control.requeue(task_id, fence, 0.0, error, queue,
+                                        "re-queued after its worker was lost"):  # fmt: skip
+                    publish_due(self.live, self.celery, [task_id])
         return done
 
     def restore_orphans(self) -> int:
@@ -145,18 +148,10 @@ class Maintenance:
         for task_id in ids:
             ended = False
             for state in ("queued", "paused"):
-                call = self.live.calls.finalize(
-                    task_id,
-                    "timed_out",
-                    reason=reason,
-                    only_from=state,
-                    error={"type": "timed_out", "message": reason},
-                )
-                outcome = finalize_result(self.live.run(call))
-                publish_due(self.live, self.celery, outcome.woken)
+                outcome = self.control.finish(task_id, "timed_out", reason=reason,
+                                              only_from=state)  # fmt: skip
                 if outcome.ended:
                     ended = True
-                    self._mirror(task_id, reason, outcome.detail)
                     break
                 if outcome.code == 0:  # gone or already ended: stop tracking it
                     self.live.redis.zrem(keys.DEADLINES, task_id)
@@ -167,16 +162,6 @@ class Maintenance:
     def apply_retention(self) -> int:
         cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
         return self.store.delete_finished_before(cutoff)
-
-    def _finish(self, task_id: str, state: str, token: str, **kwargs: object) -> None:
-        call = self.live.calls.finalize(task_id, state, token=token, **kwargs)  # type: ignore[arg-type]
-        outcome = finalize_result(self.live.run(call))
-        publish_due(self.live, self.celery, outcome.woken)
-        if outcome.ended:
-            self._mirror(task_id, "worker lost", outcome.detail)
-
-    def _mirror(self, task_id: str, detail: str, partial: str | None = None) -> None:
-        mirror_live(self.store, task_id, self.live.get(task_id), partial, detail)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from greenlet import GreenletExit
 
 from app import keys
 from app.estimator import learn
-from app.live import claim_result, finalize_result, outcome_and_woken
+from app.live import claim_result
 from app.mirror import mirror_live
 from tasks.errors import (
     LeaseLost,
@@ -35,7 +35,6 @@ from tasks.errors import (
     V1Unreachable,
 )
 from tasks.progress import ProgressEmitter
-from tasks.publish import publish_due
 from tasks.runtime import WorkerRuntime, get_runtime
 from tasks.supervision import RunningTask
 
@@ -115,14 +114,7 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     except TaskTimeLimit:
         _flush_quietly(progress)
         reason = f"ran past its time limit ({time_limit_text(fields, settings)})"
-        finish(
-            runtime,
-            task_id,
-            "timed_out",
-            token=token,
-            reason=reason,
-            error={"type": "timed_out", "message": reason},
-        )
+        finish(runtime, task_id, "timed_out", token=token, reason=reason)
         return "timed_out"
     except LeaseLost:
         log.warning("task %s: lease lost, another attempt owns it", task_id)
@@ -212,22 +204,8 @@ def finish(
     reason: str = "",
     detail: str | None = None,
 ) -> bool:
-    live = runtime.live
-    call = live.calls.finalize(
-        task_id, state, token=token, result=result, error=error, reason=reason
-    )
-    outcome = finalize_result(live.run(call))
-    if outcome.woken:
-        publish_due(live, runtime.celery, outcome.woken)
-    if outcome.ended:
-        runtime.blocking(
-            mirror_live,
-            runtime.store,
-            task_id,
-            live.get(task_id),
-            outcome.detail,
-            detail or reason or None,
-        )
+    outcome = runtime.control.finish(task_id, state, token=token, result=result, error=error,
+                                     reason=reason, detail=detail)  # fmt: skip
     return outcome.ended
 
 
@@ -240,18 +218,5 @@ def requeue(
     queue: str,
 ) -> None:
     """Back to `queued`; maintenance publishes it once `delay` has passed."""
-    live = runtime.live
-    dispatch_no, woken = outcome_and_woken(
-        live.run(live.calls.requeue(task_id, token, delay, error, queue))
-    )
-    publish_due(live, runtime.celery, woken)
-    if int(dispatch_no) < 0:
-        return
-    runtime.blocking(
-        mirror_live,
-        runtime.store,
-        task_id,
-        live.get(task_id),
-        None,
-        f"retry in {delay:.1f}s after {error.get('type')}",
-    )
+    detail = f"retry in {delay:.1f}s after {error.get('type')}"
+    runtime.control.requeue(task_id, token, delay, error, queue, detail)

@@ -18,6 +18,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from app.breaker import Breaker
+from app.control import TaskControl
 from app.live import LiveStore
 from app.settings import Settings, get_settings
 from app.store.db import create_store_engine
@@ -27,6 +28,21 @@ from tasks.v1_client import V1Client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking C-level I/O (sqlite) on a real thread so the gevent hub keeps going."""
+    try:
+        from gevent import monkey
+
+        if monkey.is_module_patched("socket"):
+            import gevent
+
+            result: T = gevent.get_hub().threadpool.apply(fn, args, kwargs)
+            return result
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        pass
+    return fn(*args, **kwargs)
 
 
 @dataclass
@@ -39,21 +55,9 @@ class WorkerRuntime:
     policy: RetryPolicy
     celery: Celery
     breaker: Breaker
+    control: TaskControl  # finishes, re-queues and cancels tasks (SQL on the thread pool)
     supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, started lazily
-
-    def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking C-level I/O (sqlite) on a real thread so the gevent hub keeps going."""
-        try:
-            from gevent import monkey
-
-            if monkey.is_module_patched("socket"):
-                import gevent
-
-                result: T = gevent.get_hub().threadpool.apply(fn, args, kwargs)
-                return result
-        except ImportError:  # pragma: no cover - gevent is a dependency
-            pass
-        return fn(*args, **kwargs)
+    blocking = staticmethod(blocking)
 
     def close(self) -> None:
         if self.supervisor is not None:
@@ -70,11 +74,13 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
         health_check_interval=25,
         max_connections=2000,
     )
+    live = LiveStore(client, settings)
+    store = TaskStore(create_store_engine(settings.database_url))
     return WorkerRuntime(
         settings=settings,
         redis=client,
-        live=LiveStore(client, settings),
-        store=TaskStore(create_store_engine(settings.database_url)),
+        live=live,
+        store=store,
         v1=V1Client(
             settings.require_v1_url(),
             settings.v1_token.get_secret_value(),
@@ -87,6 +93,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
             max_delay=settings.retry_max_delay,
         ),
         celery=celery,
+        control=TaskControl(settings, live, store, celery, sql=blocking),
         breaker=Breaker(client, settings.breaker_threshold, settings.breaker_cooldown),
     )
 

@@ -25,10 +25,8 @@ import redis
 from greenlet import GreenletExit
 
 from app import keys
-from app.live import outcome_and_woken
 from tasks.dispatch import task_id_of
 from tasks.errors import LeaseLost, TaskCancelled, TaskTimeLimit
-from tasks.publish import publish_due
 
 if TYPE_CHECKING:
     from tasks.runtime import WorkerRuntime
@@ -168,19 +166,8 @@ class Supervisor:
         self._seen_revokes = current
         for message in fresh:
             task_id = task_id_of(message)
-            live = self.runtime.live
-            outcome, woken = outcome_and_woken(
-                live.run(live.calls.cancel(task_id, "revoked by an operator"))
-            )
-            publish_due(live, self.runtime.celery, woken)
-            log.info("revoke of %s -> %s", task_id, outcome)
-            if outcome == "cancelled":
-                self.runtime.blocking(
-                    self.runtime.store.record_transition,
-                    task_id,
-                    "cancelled",
-                    detail="revoked by an operator",
-                )
+            outcome = self.runtime.control.cancel(task_id, "revoked by an operator")
+            log.info("revoke of %s -> %s", task_id, outcome.state)
 
 
 def rss_mb() -> float:

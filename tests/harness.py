@@ -97,6 +97,19 @@ class ManagedProcess:
 
         wait_until(seen, timeout, 0.1, f"{self.name} to log {marker!r}")
 
+    def wait_for_http(self, url: str, timeout: float, **request: Any) -> None:
+        """Until `url` answers 200; fail at once if this process exits meanwhile."""
+
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.log()[-3000:]}")
+            try:
+                return httpx.get(url, timeout=2, **request).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, 0.1, f"{self.name} at {url}")
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -165,16 +178,7 @@ class System:
         ).start()
         self.processes.append(proc)
         self.gateway = proc
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise AssertionError(f"gateway exited:\n{proc.log()[-3000:]}")
-            try:
-                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 30, 0.1, "gateway /readyz")
+        proc.wait_for_http(f"{self.url}/readyz", 30)
         return proc
 
     def start_worker(

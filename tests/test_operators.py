@@ -109,14 +109,8 @@ def flower(system: System) -> Iterator[str]:
     ).start()  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/api/workers", auth=FLOWER_AUTH, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(up, 60, 0.2, "flower up")
+        proc.wait_for_http(f"{url}/api/workers", 60, auth=FLOWER_AUTH)
         # Flower answers before its event receiver listens: wait until it sees a task.
         with system.client() as api:
             warm: list[str] = []

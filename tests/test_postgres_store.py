@@ -36,6 +36,7 @@ def pg_store() -> TaskStore:
 def test_store_round_trip_and_paging_on_postgres(pg_store: TaskStore) -> None:
     tenant = f"pg-{uuid.uuid4().hex[:8]}"
     ids = []
+    rows = []
     for i in range(3):
         row = TaskRow(
             id=str(uuid.uuid4()), tenant=tenant, state="queued", queue="short", priority=5,
@@ -44,9 +45,12 @@ def test_store_round_trip_and_paging_on_postgres(pg_store: TaskStore) -> None:
             metadata_=None, timeout_seconds=None, attempts=0,
             created_at=datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC),
         )  # fmt: skip
-        pg_store.insert(row)
+        pg_store.upsert(row, "submitted")
         ids.append(row.id)
-    pg_store.record_transition(ids[0], "succeeded", attempts=1, result={"content": "ok"})
+        rows.append(row)
+    done_row = rows[0]
+    done_row.state, done_row.attempts, done_row.result = "succeeded", 1, {"content": "ok"}
+    pg_store.upsert(done_row, "finished")
     first = pg_store.page(tenant, limit=2)
     second = pg_store.page(tenant, limit=2, cursor=first.next_cursor)
     assert [r.id for r in first.rows + second.rows] == ids[::-1]

@@ -14,7 +14,7 @@ from app import keys
 from app.breaker import describe
 from app.deps import Context, bearer_key
 from app.errors import ApiError
-from app.live import budget_name
+from app.overview import read_overview
 from app.states import QUEUES
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
@@ -41,27 +41,15 @@ def _check_queue(queue: str) -> None:
 
 @router.get("/queues")
 async def queues(ctx: Context, _admin: Admin) -> dict[str, Any]:
-    budget = budget_name(ctx.settings.v1_url)
-    pipe = ctx.redis.pipeline(transaction=False)
-    for queue in QUEUES:
-        pipe.llen(queue)
-    pipe.hgetall(keys.PAUSED_QUEUES)
-    pipe.zcard(f"{keys.PREFIX}:v1slots:{budget}")
-    pipe.zcard(f"{keys.PREFIX}:v1wait:{budget}")
-    pipe.hgetall(keys.BREAKER)
-    *depths, paused, in_use, waiting, breaker = await pipe.execute()
-    paused_names = {k.decode() for k in paused}
+    now = await read_overview(ctx)
     return {
-        "queues": {
-            q: {"depth": d, "paused": q in paused_names}
-            for q, d in zip(QUEUES, depths, strict=True)
-        },
+        "queues": {q: {"depth": d, "paused": q in now.paused} for q, d in now.depths.items()},
         "v1_budget": {
             "limit": ctx.settings.v1_max_concurrency,
-            "in_use": in_use,
-            "waiting": waiting,
+            "in_use": now.v1_in_use,
+            "waiting": now.v1_waiting,
         },
-        "breaker": describe(breaker),
+        "breaker": now.breaker,
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,21 +61,6 @@ class TaskStore:
 
     def _session(self) -> Session:
         return self._sessions()
-
-    def insert(self, row: TaskRow) -> None:
-        with self._session() as session, session.begin():
-            session.add(row)
-            session.add(TransitionRow(task_id=row.id, state=row.state, at=row.created_at))
-
-    def record_transition(
-        self, task_id: str, state: str, *, detail: str | None = None, **fields: Any
-    ) -> None:
-        now = datetime.now(UTC)
-        with self._session() as session, session.begin():
-            session.execute(
-                update(TaskRow).where(TaskRow.id == task_id).values(state=state, **fields)
-            )
-            session.add(TransitionRow(task_id=task_id, state=state, at=now, detail=detail))
 
     def upsert(self, row: TaskRow, detail: str | None) -> None:
         """Insert the task, or update the changing columns of its existing row; either way
@@ -146,11 +130,6 @@ class TaskStore:
             stmt = stmt.where(TaskRow.state == state)
         stmt = stmt.order_by(TaskRow.created_at.desc()).limit(limit)
         with self._session() as session:
-            return list(session.scalars(stmt))
-
-    def ids_in_state(self, states: Sequence[str], limit: int = 1000) -> Sequence[str]:
-        with self._session() as session:
-            stmt = select(TaskRow.id).where(TaskRow.state.in_(states)).limit(limit)
             return list(session.scalars(stmt))
 
     def delete_finished_before(self, cutoff: datetime) -> int:
