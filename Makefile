@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -25,10 +25,14 @@ test: install
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=80
 
+## make test-unit: the fast tier (no servers): retry policy, deadlines, routing, script arguments.
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy app tasks v1sim deploy
+	$(PY) -m mypy app tasks taskrecord v1sim deploy
 
 ## make bench: benchmarks under bench/ (figures + ratios against same-run baselines).
 bench: install

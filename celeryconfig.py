@@ -1,6 +1,6 @@
 """Celery configuration module (`celery -A tasks` loads it): values come from Settings."""
 
-from app.settings import get_settings
-from tasks.config import celery_config
+from taskrecord.broker import celery_config
+from taskrecord.settings import get_settings
 
 globals().update(celery_config(get_settings()))

@@ -7,7 +7,7 @@ import logging
 import uvicorn
 
 from app.main import create_app
-from app.settings import get_settings
+from taskrecord.settings import get_settings
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from app import keys
-from app.event_log import Event, read_events
+from taskrecord import keys
+from taskrecord.event_log import Event, read_events
 
 log = logging.getLogger(__name__)
 

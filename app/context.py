@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from celery import Celery
 
-from app.control import TaskControl
-from app.estimator import EstimateCache
-from app.live import AsyncLiveStore
 from app.metrics import GatewayMetrics
-from app.settings import Settings
-from app.store.repo import TaskStore
+from app.v1_probe import V1Probe
+from taskrecord.control import TaskControl
+from taskrecord.estimator import EstimateCache
+from taskrecord.live import AsyncLiveStore
+from taskrecord.settings import Settings
+from taskrecord.store.repo import TaskStore
 
 
 @dataclass
@@ -25,3 +26,4 @@ class GatewayContext:
     control: TaskControl  # synchronous: call it on a worker thread
     metrics: GatewayMetrics
     estimates: EstimateCache
+    v1_probe: V1Probe

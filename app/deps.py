@@ -11,6 +11,8 @@ from fastapi import Depends, Request
 from app.context import GatewayContext
 from app.errors import ApiError
 
+UNAUTHORIZED = "missing or unknown API key: send `Authorization: Bearer <api key>`"
+
 
 def get_context(request: Request) -> GatewayContext:
     ctx: GatewayContext = request.app.state.ctx
@@ -41,12 +43,7 @@ def get_tenant(request: Request, ctx: Context) -> str:
     key = bearer_key(request.headers.get("authorization"))
     tenant = tenant_for_key(ctx, key) if key else None
     if tenant is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "missing or unknown API key: send `Authorization: Bearer <api key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return tenant
 
 

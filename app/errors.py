@@ -54,9 +54,40 @@ _STATUS_TYPES = {
 }
 
 
+# Validation problems that are about size, not shape: answered 413 like an oversized message.
+_SIZE_PROBLEMS = {"too_many_messages": "too_many_messages"}
+MAX_DETAILS = 20
+
+
+def safe_text(text: str, limit: int = 80) -> str:
+    """`text` as an error may show it: lone surrogates escaped (they cannot be encoded as
+    UTF-8, and a body that cannot be encoded is a 500), cut to `limit` characters."""
+    shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _field(error: dict[str, Any]) -> str:
+    return ".".join(safe_text(str(part), 40) for part in error.get("loc", ()) if part != "body")
+
+
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
+    where, problem = _field(error), safe_text(str(error.get("msg", "invalid")), 300)
+    return f"{where}: {problem}" if where else problem
+
+
+def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    """422 naming each problem (413 when the problem is a size), in the usual envelope."""
+    shown = errors[:MAX_DETAILS]
+    details = [
+        {"field": _field(err), "problem": safe_text(str(err.get("msg")), 300)} for err in shown
+    ]
+    message = "; ".join(_describe(err) for err in shown) or "invalid request"
+    if len(errors) > len(shown):
+        message += f"; and {len(errors) - len(shown)} more problems"
+    sized = [_SIZE_PROBLEMS[e["type"]] for e in errors if e.get("type") in _SIZE_PROBLEMS]
+    if sized:
+        return JSONResponse(envelope(sized[0], message, details=details), 413)
+    return JSONResponse(envelope("invalid_request", message, details=details), 422)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -73,15 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 envelope("malformed_json", "the request body is not valid JSON"), 400
             )
-        details = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-                "problem": err.get("msg"),
-            }
-            for err in errors
-        ]
-        message = "; ".join(_describe(err) for err in errors) or "invalid request"
-        return JSONResponse(envelope("invalid_request", message, details=details), 422)
+        return validation_response(errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -16,15 +16,18 @@ from fastapi import FastAPI
 from app.api import admin, events, health, metrics, tasks, ws
 from app.bridge import EventBridge
 from app.context import GatewayContext
-from app.control import TaskControl
 from app.errors import install_error_handlers
-from app.estimator import EstimateCache
-from app.live import AsyncLiveStore, LiveStore
+from app.guard import RequestGuard
 from app.metrics import GatewayMetrics
-from app.settings import Settings, get_settings
-from app.store.db import create_store_engine
-from app.store.repo import TaskStore
-from tasks.celery_app import create_celery_app
+from app.schemas import configure_limits
+from app.v1_probe import V1Probe
+from taskrecord.broker import create_client_app
+from taskrecord.control import TaskControl
+from taskrecord.estimator import EstimateCache
+from taskrecord.live import AsyncLiveStore, LiveStore
+from taskrecord.settings import Settings, get_settings
+from taskrecord.store.db import create_store_engine
+from taskrecord.store.repo import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_connections=1000,
         )
         engine = await anyio.to_thread.run_sync(create_store_engine, settings.database_url)
-        celery = create_celery_app(settings)
+        celery = create_client_app(settings)
         store = TaskStore(engine)
         # Steering calls (cancel, pause, retry...) are rare: they share the sync code path
         # with the celery CLI and run on worker threads.
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             control=TaskControl(settings, LiveStore(sync_client, settings), store, celery),
             metrics=GatewayMetrics(),
             estimates=EstimateCache(client),
+            v1_probe=V1Probe(settings),
         )
         await anyio.to_thread.run_sync(_warm_publisher, celery)
         app.state.bridge = EventBridge(client)
@@ -80,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Asynchronous task gateway in front of OpenClaw V1.",
     )
     install_error_handlers(app)
+    # Outside the routes, before any body is read: unknown keys (401) and big bodies (413).
+    app.add_middleware(RequestGuard, settings=settings)
+    configure_limits(settings)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(events.router)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app import keys
-from app.breaker import describe
 from app.context import GatewayContext
-from app.live import budget_name, text
-from app.states import QUEUES
+from taskrecord import keys
+from taskrecord.breaker import describe
+from taskrecord.live import budget_name, text
+from taskrecord.states import QUEUES
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,106 @@
-"""Request and response shapes of the gateway API (kept apart: in, out, list)."""
+"""Request and response shapes of the gateway API (kept apart: in, out, list).
+
+The request model refuses, with a named field, what would otherwise break later or cost
+much: lone UTF-16 surrogates (not encodable, they broke storage with a 500), non-finite or
+boolean numbers, and oversized collections, which are counted before their items are
+validated (a list of 300,000 bad items must not become 300,000 errors).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from app.store.models import TaskRow
-from app.store.repo import aware, utc
+from app.errors import safe_text
+from taskrecord.settings import Settings
+from taskrecord.store.models import TaskRow
+from taskrecord.store.repo import aware, utc
 
 AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 SessionId = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
 ]
 MetadataValue = str | int | float | bool | None
+METADATA_MAX_KEYS = 32
+METADATA_MAX_JSON = 4096
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class InputLimits:
+    """Limits from the settings that the request model needs while validating. FastAPI
+    gives validators no context: `configure_limits` (create_app) sets them per process."""
+
+    max_messages: int = Settings.model_fields["max_messages"].default
+
+
+def configure_limits(settings: Settings) -> None:
+    InputLimits.max_messages = settings.max_messages
+
+
+def _no_surrogates(value: str) -> str:
+    if not value.isascii() and _SURROGATE.search(value):
+        raise PydanticCustomError(
+            "lone_surrogate",
+            "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode",
+        )
+    return value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "must be a finite number, not NaN or Infinity")
+    return value
+
+
+def _refuse_unknown_keys(data: Any, model: type[BaseModel]) -> None:
+    """One error naming the unknown fields (pydantic would raise one per field)."""
+    if isinstance(data, dict):
+        unknown = [str(k) for k in data if k not in model.model_fields]
+        if unknown:
+            names = ", ".join(safe_text(k, 40) for k in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise PydanticCustomError(
+                "extra_forbidden", "unknown field(s): {names}", {"names": names + more}
+            )
+
+
+Finite = BeforeValidator(_finite)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        _refuse_unknown_keys(data, cls)
+        return data
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("empty_content", "is empty")
+        return _no_surrogates(value)
 
 
 class TaskCreate(BaseModel):
@@ -30,19 +109,76 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str | None = Field(None, description="The user's message.")
-    messages: list[ChatMessage] | None = Field(None, description="A whole chat to continue.")
+    messages: list[ChatMessage] | None = Field(
+        None, description="A whole chat to continue (at most MAX_MESSAGES entries)."
+    )
     agent_id: AgentId | None = Field(None, description="V1 agent; default from settings.")
     session_id: SessionId | None = Field(
         None, description="Conversation id; tasks of one session run one at a time, in order."
     )
-    priority: int = Field(5, ge=0, le=10, description="0-10; above 8 uses the priority queue.")
-    estimated_seconds: float | None = Field(
+    priority: Annotated[StrictInt, Finite] = Field(
+        5,
+        ge=0,
+        le=10,
+        description="0-10, at most the tenant's maximum (TENANT_MAX_PRIORITY, 10 for "
+        "PRIORITY_TENANTS); above PRIORITY_THRESHOLD (8) uses the priority queue.",
+    )
+    estimated_seconds: Annotated[StrictFloat, Finite] | None = Field(
         None, gt=0, le=7 * 86_400, description="Your guess of the run time; picks the queue."
     )
-    timeout_seconds: int | None = Field(
+    timeout_seconds: Annotated[StrictInt, Finite] | None = Field(
         None, ge=1, le=7 * 86_400, description="Run-time limit if below the tier's limit."
     )
-    metadata: dict[str, MetadataValue] | None = Field(None, max_length=32)
+    metadata: dict[str, MetadataValue] | None = Field(
+        None, description=f"At most {METADATA_MAX_KEYS} keys, {METADATA_MAX_JSON} bytes of JSON."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        _refuse_unknown_keys(data, cls)
+        return data
+
+    @field_validator("messages", mode="wrap")
+    @classmethod
+    def _count_messages(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, list) and len(value) > InputLimits.max_messages:
+            raise PydanticCustomError(
+                "too_many_messages",
+                "has {count} entries; the limit is {limit} (MAX_MESSAGES)",
+                {"count": len(value), "limit": InputLimits.max_messages},
+            )
+        return handler(value)
+
+    @field_validator("metadata", mode="wrap")
+    @classmethod
+    def _check_metadata(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, dict) and len(value) > METADATA_MAX_KEYS:
+            raise PydanticCustomError(
+                "too_long", "has {count} keys; the limit is {limit}",
+                {"count": len(value), "limit": METADATA_MAX_KEYS},
+            )  # fmt: skip
+        checked: dict[str, MetadataValue] | None = handler(value)
+        for key, item in (checked or {}).items():
+            where = "key"
+            try:
+                _no_surrogates(key)
+                where = "value of"
+                _finite(_no_surrogates(item) if isinstance(item, str) else item)
+            except PydanticCustomError as exc:
+                raise PydanticCustomError(
+                    exc.type,
+                    "{where} '{key}' {problem}",
+                    {"where": where, "key": safe_text(key, 40), "problem": exc.message()},
+                ) from None
+        if checked and len(json.dumps(checked)) > METADATA_MAX_JSON:
+            raise ValueError(f"larger than {METADATA_MAX_JSON} bytes of JSON")
+        return checked
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str | None) -> str | None:
+        return None if value is None else _no_surrogates(value)
 
     @model_validator(mode="after")
     def _one_message_form(self) -> TaskCreate:
@@ -50,12 +186,8 @@ class TaskCreate(BaseModel):
             raise ValueError("give exactly one of `message` or `messages`")
         if self.message is not None and not self.message.strip():
             raise ValueError("message is empty")
-        if self.messages is not None and not any(
-            m.role == "user" and m.content.strip() for m in self.messages
-        ):
+        if self.messages is not None and not any(m.role == "user" for m in self.messages):
             raise ValueError("messages has no non-empty user message")
-        if self.metadata and len(json.dumps(self.metadata)) > 4096:
-            raise ValueError("metadata is larger than 4096 bytes of JSON")
         return self
 
     def chat(self) -> list[dict[str, str]]:

@@ -1,7 +1,7 @@
 """Accepting a task: validate -> estimate -> route -> record + enqueue -> 202.
 
 One Redis script records the live task and pushes its Celery message together (see
-`tasks.message`), after checking the queue limit: a task is accepted whole or not at all,
+`taskrecord.message`), after checking the queue limit: a task is accepted whole or not at all,
 with a single round trip and no blocking call on the event loop. The SQL row is written
 behind (maintenance copies new tasks in batches; the worker upserts it when it starts).
 """
@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 
 import redis.exceptions
 
-from app import keys
 from app.context import GatewayContext
 from app.errors import ApiError
-from app.live import dumps, text
-from app.routing import choose_queue, choose_tier
 from app.schemas import TaskCreate
-from tasks.message import run_message
+from taskrecord import keys
+from taskrecord.live import dumps, text
+from taskrecord.message import run_message
+from taskrecord.routing import choose_queue, choose_tier
+from taskrecord.settings import Settings
 
 log = logging.getLogger(__name__)
 
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 REDIS_DOWN = "the task queue is unavailable; nothing was accepted, try again shortly"
 
 
@@ -38,10 +41,18 @@ async def submit(
     """Returns (task_id, the live fields as accepted), or (first task's id, None) for an
     idempotent replay."""
     settings = ctx.settings
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
     chars = body.text_chars()
     if chars > settings.max_message_chars:
-        raise ApiError(413, "message_too_large", f"the message has {chars} characters; the "
-                       f"limit is {settings.max_message_chars}")  # fmt: skip
+        what = "the message has" if body.messages is None else "the messages have together"
+        raise ApiError(413, "message_too_large", f"{what} {chars} characters; the limit is "
+                       f"{settings.max_message_chars} (MAX_MESSAGE_CHARS)")  # fmt: skip
+    ceiling = max_priority(settings, tenant)
+    if body.priority > ceiling:
+        raise ApiError(422, "priority_not_allowed", f"priority: {body.priority} is above this "
+                       f"tenant's maximum of {ceiling} (TENANT_MAX_PRIORITY; tenants listed "
+                       "in PRIORITY_TENANTS may use up to 10)", max_priority=ceiling)  # fmt: skip
     agent_id = body.agent_id or settings.v1_default_agent
     if settings.v1_agents and agent_id not in settings.v1_agents:
         raise ApiError(422, "unknown_agent", f"unknown agent {agent_id!r}; known: "
@@ -93,6 +104,24 @@ async def submit(
     return task_id, fields
 
 
+def max_priority(settings: Settings, tenant: str) -> int:
+    """The highest priority `tenant` may ask for: 10 for PRIORITY_TENANTS, else
+    TENANT_MAX_PRIORITY (unset: PRIORITY_THRESHOLD, the top of the non-priority queues)."""
+    if tenant in settings.priority_tenants:
+        return 10
+    if settings.tenant_max_priority is not None:
+        return settings.tenant_max_priority
+    return settings.priority_threshold
+
+
+def check_idempotency_key(key: str) -> None:
+    """1-200 printable ASCII characters (a structured-field string, as the header's draft
+    standard has it): nothing that cannot be stored, logged or compared as it was sent."""
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(422, "invalid_request", "Idempotency-Key: must be 1-200 printable "
+                       "ASCII characters")  # fmt: skip
+
+
 def _idempotency_name(tenant: str, key: str) -> str:
     return keys.idempotency_key(tenant, hashlib.sha256(key.encode()).hexdigest())
 
@@ -100,8 +129,6 @@ def _idempotency_name(tenant: str, key: str) -> str:
 async def _claim_idempotency(
     ctx: GatewayContext, tenant: str, key: str, body: TaskCreate, task_id: str
 ) -> str | None:
-    if not key or len(key) > 200:
-        raise ApiError(422, "invalid_request", "Idempotency-Key must be 1-200 characters")
     name = _idempotency_name(tenant, key)
     if await ctx.redis.set(name, f"{task_id}|{fingerprint(body)}", nx=True,
                            ex=ctx.settings.result_ttl):  # fmt: skip

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.harness import API_KEY
+from testbed import API_KEY
 
 QUEUE = "baseline:queue"
 

@@ -1,7 +1,7 @@
 """Issue 5 #6: crash recovery under load: SIGKILL a worker every ~10 s.
 
 1000 tasks (`[sim:delay=5]`, each with its own `[sim:tag=...]`) run on 3 gevent workers
-(`tests.harness.System.start_worker`, `-Q short -c 50`) with maintenance and
+(`testbed.System.start_worker`, `-Q short -c 50`) with maintenance and
 LEASE_SECONDS=5. While they run, a random worker is killed with SIGKILL
 (`ManagedProcess.kill()`) every --kill-every seconds (+-40 % jitter; deferred up to 3 s
 while no V1 call is in flight) and a replacement is started.
@@ -34,23 +34,20 @@ from typing import Any
 import httpx
 import redis
 
-from app import keys
-from bench.common import (
-    STOPPING,
+from bench.api import (
     TERMINAL,
-    Bench,
-    Report,
     api_client,
-    describe,
     fetch_tasks,
     iso_to_unix,
-    log,
     new_tag,
-    script_main,
     submit_many,
     wait_all_terminal,
 )
-from tests.harness import ManagedProcess, System
+from bench.measure import describe
+from bench.processes import STOPPING, Bench
+from bench.report import Report, log, script_main
+from taskrecord import keys
+from testbed import ManagedProcess, System
 
 NAME = "crash_recovery"
 

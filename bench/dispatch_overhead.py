@@ -17,20 +17,10 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import (
-    TERMINAL,
-    Bench,
-    Report,
-    api_client,
-    describe,
-    live_states,
-    log,
-    new_tag,
-    pause,
-    plain_celery_worker,
-    script_main,
-    submit_one,
-)
+from bench.api import TERMINAL, api_client, live_states, new_tag, submit_one
+from bench.measure import describe
+from bench.processes import Bench, pause, plain_celery_worker
+from bench.report import Report, log, script_main
 from v1sim.process import SimulatorProcess
 
 NAME = "dispatch_overhead"

@@ -23,22 +23,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import (
-    Bench,
-    Report,
-    api_client,
-    describe,
-    live_states,
-    log,
-    new_tag,
-    percentile,
-    plain_celery_worker,
-    script_main,
-    stop_system,
-    submit_many,
-    submit_one,
-)
-from tests.harness import wait_until
+from bench.api import api_client, live_states, new_tag, submit_many, submit_one
+from bench.measure import describe, percentile
+from bench.processes import Bench, plain_celery_worker, stop_system
+from bench.report import Report, log, script_main
+from testbed import wait_until
 from v1sim.process import SimulatorProcess
 
 NAME = "head_of_line"

@@ -22,22 +22,10 @@ from typing import Any
 
 import httpx
 
-from bench.common import (
-    Bench,
-    ProcWatch,
-    Report,
-    Sampler,
-    api_client,
-    describe,
-    fetch_tasks,
-    iso_to_unix,
-    log,
-    mib,
-    new_tag,
-    script_main,
-    submit_many,
-    wait_all_terminal,
-)
+from bench.api import api_client, fetch_tasks, iso_to_unix, new_tag, submit_many, wait_all_terminal
+from bench.measure import ProcWatch, Sampler, describe, mib
+from bench.processes import Bench
+from bench.report import Report, log, script_main
 
 NAME = "inflight_1000"
 

@@ -151,7 +151,7 @@ class PhaseResult:
         return self.ok / self.elapsed if self.elapsed else 0.0
 
     def summary(self) -> dict[str, Any]:
-        from bench.common import describe
+        from bench.measure import describe
 
         return {
             "offered_rate": self.offered_rate,

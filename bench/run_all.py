@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, ROOT, command_line, fmt, python_exe, raise_nofile
+from bench.processes import command_line, python_exe, raise_nofile
+from bench.report import RESULTS_DIR, fmt
+from testbed import ROOT
 
 BENCHMARKS = (
     "ws_fanout",  # issue 3

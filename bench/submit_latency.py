@@ -21,7 +21,10 @@ import time
 from typing import Any
 
 from bench import loadgen
-from bench.common import AUTH, Bench, ProcWatch, Report, child_env, log
+from bench.api import AUTH
+from bench.measure import ProcWatch
+from bench.processes import Bench, child_env
+from bench.report import Report, log
 
 NAME = "submit_latency"
 P99_TARGET_MS = 50.0  # the design notes' "task id in < 50 ms"
@@ -50,7 +53,7 @@ BODY = {"message": "benchmark submit [sim:chunks=1]", "estimated_seconds": 5}
 
 
 def start_baseline(bench: Bench, redis_url: str) -> tuple[str, int]:
-    from app.embedded_valkey import free_port
+    from deploy.embedded_valkey import free_port
 
     port = free_port()
     proc = bench.process(

@@ -19,19 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import (
-    Bench,
-    ProcWatch,
-    Report,
-    api_client,
-    log,
-    new_tag,
-    plain_celery_worker,
-    script_main,
-    submit_many,
-    wait_all_terminal,
-)
-from tests.harness import ManagedProcess
+from bench.api import api_client, new_tag, submit_many, wait_all_terminal
+from bench.measure import ProcWatch
+from bench.processes import Bench, plain_celery_worker
+from bench.report import Report, log, script_main
+from testbed import ManagedProcess
 from v1sim.process import SimulatorProcess
 
 NAME = "worker_cpu"

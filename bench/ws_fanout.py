@@ -31,22 +31,10 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
-from bench.common import (
-    AUTH,
-    TERMINAL,
-    Bench,
-    ProcWatch,
-    Report,
-    Sampler,
-    api_client,
-    describe,
-    log,
-    mib,
-    raise_nofile,
-    script_main,
-    stop_system,
-    submit_one,
-)
+from bench.api import AUTH, TERMINAL, api_client, submit_one
+from bench.measure import ProcWatch, Sampler, describe, mib
+from bench.processes import Bench, raise_nofile, stop_system
+from bench.report import Report, log, script_main
 
 NAME = "ws_fanout"
 

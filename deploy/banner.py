@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from app.settings import Settings
 from deploy.endpoints import Endpoints
 from deploy.layout import Layout
+from taskrecord.settings import Settings
 
 READY_LINE = "OpenClaw V2 is up."
 

@@ -7,9 +7,9 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from app.embedded_valkey import free_port
-from app.settings import Settings
+from deploy.embedded_valkey import free_port
 from deploy.layout import Layout
+from taskrecord.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     python -m deploy.launcher
 
 Starts an embedded Valkey unless REDIS_URL is set and the V1 simulator unless V1_URL is set,
-then the gateway, one Celery worker per queue, the maintenance loop and Flower, waits until
+then the gateway, two Celery workers per queue, the maintenance loop and Flower, waits until
 the gateway's /readyz answers, and prints where everything is. supervisord restarts any
 program that dies; on SIGINT / SIGTERM the launcher stops supervisord, which stops the
 programs in reverse start order (workers drain while Redis and V1 still run).
@@ -26,15 +26,15 @@ import httpx
 import redis
 from pydantic import ValidationError
 
-from app.embedded_valkey import wait_for_redis
-from app.settings import Settings, get_settings
 from deploy.banner import gateway_url, ready_banner, redact_url
+from deploy.embedded_valkey import wait_for_redis
 from deploy.endpoints import Endpoints, port_conflicts, resolve_endpoints
 from deploy.errors import LaunchError
 from deploy.layout import Layout
 from deploy.programs import plan_programs, secret_environment, shared_environment
 from deploy.supervisor_conf import render_supervisord_conf
 from deploy.supervisor_process import STOP_SIGNALS, Supervisord, refuse_if_running
+from taskrecord.settings import Settings, get_settings
 
 logger = logging.getLogger("deploy.launcher")
 
@@ -67,7 +67,7 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         for signum in STOP_SIGNALS:
             previous = signal.signal(signum, self._handle)
-            if previous is signal.SIG_IGN:
+            if previous is signal.SIG_IGN and signum != signal.SIGINT:
                 signal.signal(signum, previous)  # e.g. SIGHUP under nohup: keep ignoring it
             self._previous[signum] = previous
         return self
@@ -92,7 +92,16 @@ class StopSignals:
         return self.forced
 
 
+def restore_interrupt() -> None:
+    """Ctrl+C (SIGINT) always stops the launcher, even when started with SIGINT ignored.
+
+    A non-interactive shell starts background jobs (`make run &` in a script) with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler of its own."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    restore_interrupt()
     parser = argparse.ArgumentParser(
         prog="python -m deploy.launcher",
         description="Run OpenClaw V2 on this machine (what `make run` does).",

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.embedded_valkey import EmbeddedValkey
-from app.settings import Settings
+from deploy.embedded_valkey import EmbeddedValkey
 from deploy.endpoints import LOOPBACK, Endpoints
 from deploy.errors import LaunchError
 from deploy.layout import Layout
+from taskrecord.settings import Settings
 
 QUEUES = ("priority", "short", "long")
 
@@ -41,11 +41,22 @@ class Program:
     environment: tuple[tuple[str, str], ...] = ()
 
 
+# Seed lifetimes: short-task workers recycle after 5 min, long-task ones after 1 h.
 WORKER_LIFETIMES = {"priority": 300, "short": 300, "long": 3600}
+# Two workers per queue, the second living half as long again, so they do not come due
+# together; a worker past its lifetime drains only while the other consumes its queue
+# (tasks/recycling.py), so a queue never waits without a consumer.
+WORKER_SLOTS = (1, 2)
+LIFETIME_SPREAD = {1: 1.0, 2: 1.5}
 
 
-def worker_program_name(queue: str) -> str:
-    return f"worker-{queue}"
+def worker_program_name(queue: str, slot: int = 1) -> str:
+    return f"worker-{queue}" if slot == 1 else f"worker-{queue}-{slot}"
+
+
+def worker_node_name(queue: str, slot: int = 1) -> str:
+    """Celery's node name (`-n`): unique per worker, `%h` is the host name."""
+    return f"{queue}@%h" if slot == 1 else f"{queue}-{slot}@%h"
 
 
 def plan_programs(
@@ -71,30 +82,8 @@ def plan_programs(
         )  # fmt: skip
         programs.append(Program("v1sim", command, _PRIORITY["v1sim"], stopwaitsecs=10))
     for queue in QUEUES:
-        command = (
-            python, "-m", "celery", "-A", "tasks", "worker",
-            "-P", "gevent",
-            "-Q", queue,
-            "-n", f"{queue}@%h",
-            # Celery's autoscaler grows the gevent pool with the load, up to the cap.
-            "--autoscale", f"{settings.worker_concurrency},{min(5, settings.worker_concurrency)}",
-            "-E",
-            "-l", "INFO",
-        )  # fmt: skip
-        # Seed figures: short-task workers recycle after 5 min, long-task ones after 1 h
-        # (gracefully: stop taking work, finish, exit; supervisord starts a fresh one).
-        lifetime = WORKER_LIFETIMES[queue]
-        # 30 s lets short tasks finish (warm shutdown); a longer task is killed and re-run
-        # from its lease by another worker, so waiting longer would only delay the stop.
-        programs.append(
-            Program(
-                worker_program_name(queue),
-                command,
-                _PRIORITY["worker"],
-                stopwaitsecs=30,
-                environment=(("WORKER_MAX_LIFETIME", str(lifetime)),),
-            )
-        )
+        for slot in WORKER_SLOTS:
+            programs.append(_worker_program(settings, python, queue, slot))
     programs.append(
         Program(
             "maintenance",
@@ -113,6 +102,29 @@ def plan_programs(
     )  # fmt: skip
     programs.append(Program("flower", flower, _PRIORITY["flower"], stopwaitsecs=10))
     return programs
+
+
+def _worker_program(settings: Settings, python: str, queue: str, slot: int) -> Program:
+    command = (
+        python, "-m", "celery", "-A", "tasks", "worker",
+        "-P", "gevent",
+        "-Q", queue,
+        "-n", worker_node_name(queue, slot),
+        # Celery's autoscaler grows the gevent pool with the load, up to the cap.
+        "--autoscale", f"{settings.worker_concurrency},{min(5, settings.worker_concurrency)}",
+        "-E",
+        "-l", "INFO",
+    )  # fmt: skip
+    lifetime = round(WORKER_LIFETIMES[queue] * LIFETIME_SPREAD[slot])
+    # 30 s lets short tasks finish (warm shutdown); a longer task is killed and re-run
+    # from its lease by another worker, so waiting longer would only delay the stop.
+    return Program(
+        worker_program_name(queue, slot),
+        command,
+        _PRIORITY["worker"],
+        stopwaitsecs=30,
+        environment=(("WORKER_MAX_LIFETIME", str(lifetime)),),
+    )
 
 
 def _without_option(argv: list[str], option: str) -> tuple[str, ...]:

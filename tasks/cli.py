@@ -15,12 +15,12 @@ import click
 import redis
 from celery.bin.base import CeleryCommand
 
-from app.control import TaskControl
-from app.live import LiveStore
-from app.settings import get_settings
-from app.states import TaskState
-from app.store.db import create_store_engine
-from app.store.repo import TaskStore, aware
+from taskrecord.control import TaskControl
+from taskrecord.live import LiveStore
+from taskrecord.settings import get_settings
+from taskrecord.states import TaskState
+from taskrecord.store.db import create_store_engine
+from taskrecord.store.repo import TaskStore, aware
 
 
 @contextmanager

@@ -23,14 +23,15 @@ from types import FrameType
 
 from celery import Celery
 
-from app import keys
-from app.control import TaskControl
-from app.live import LiveStore, text
-from app.mirror import mirror_live
-from app.settings import Settings, get_settings
-from app.store.repo import TaskStore
-from tasks.celery_app import RUN_TASK
-from tasks.publish import publish_due
+from taskrecord import keys
+from taskrecord.broker import RUN_TASK
+from taskrecord.control import TaskControl
+from taskrecord.live import LiveStore, text
+from taskrecord.mirror import mirror_live
+from taskrecord.publish import publish_due
+from taskrecord.settings import Settings, get_settings
+from taskrecord.states import TaskState
+from taskrecord.store.repo import TaskStore
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -75,17 +76,17 @@ class Maintenance:
             log.warning("task %s: lease expired (worker lost): %s", task_id, action)
             finish = self.control.finish
             if action == "cancel":
-                finish(task_id, "cancelled", token=fence, reason="cancelled by request",
+                finish(task_id, TaskState.CANCELLED, token=fence, reason="cancelled by request",
                        detail="worker lost")  # fmt: skip
             elif action == "lost_after_output":
-                finish(task_id, "failed", token=fence, error=WORKER_LOST_AFTER_OUTPUT,
+                finish(task_id, TaskState.FAILED, token=fence, error=WORKER_LOST_AFTER_OUTPUT,
                        detail="worker lost")  # fmt: skip
             elif int(attempts) >= self.settings.max_attempts:
                 error = {
                     "type": "worker_lost",
                     "message": f"workers died during all {attempts} attempts of this task",
                 }
-                finish(task_id, "failed", token=fence, error=error, detail="worker lost")
+                finish(task_id, TaskState.FAILED, token=fence, error=error, detail="worker lost")
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
                 if self.control.requeue(task_id, fence, 0.0, error, queue,
@@ -147,8 +148,8 @@ class Maintenance:
         )
         for task_id in ids:
             ended = False
-            for state in ("queued", "paused"):
-                outcome = self.control.finish(task_id, "timed_out", reason=reason,
+            for state in (TaskState.QUEUED, TaskState.PAUSED):
+                outcome = self.control.finish(task_id, TaskState.TIMED_OUT, reason=reason,
                                               only_from=state)  # fmt: skip
                 if outcome.ended:
                     ended = True
@@ -167,7 +168,7 @@ class Maintenance:
 def main() -> None:
     import redis
 
-    from app.store.db import create_store_engine
+    from taskrecord.store.db import create_store_engine
     from tasks.celery_app import create_celery_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

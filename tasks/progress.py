@@ -14,7 +14,7 @@ from typing import Any
 import gevent
 from gevent.lock import Semaphore
 
-from app.live import LiveStore
+from taskrecord.live import LiveStore
 from tasks.errors import LeaseLost
 
 

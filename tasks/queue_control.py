@@ -15,8 +15,8 @@ import redis
 from celery.signals import worker_ready
 from celery.worker.control import control_command, ok
 
-from app import keys
-from app.live import text
+from taskrecord import keys
+from taskrecord.live import text
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ text) stays in Redis/SQL, so it never shows in Celery's arguments, Flower or log
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -19,10 +18,11 @@ from celery import shared_task
 from celery.worker import state as worker_state
 from greenlet import GreenletExit
 
-from app import keys
-from app.estimator import learn
-from app.live import claim_result
-from app.mirror import mirror_live
+from taskrecord import keys
+from taskrecord.estimator import learn
+from taskrecord.live import claim_result
+from taskrecord.mirror import mirror_live
+from taskrecord.states import TaskState
 from tasks.errors import (
     LeaseLost,
     TaskCancelled,
@@ -34,8 +34,9 @@ from tasks.errors import (
     V1Timeout,
     V1Unreachable,
 )
+from tasks.process import get_runtime
 from tasks.progress import ProgressEmitter
-from tasks.runtime import WorkerRuntime, get_runtime
+from tasks.runtime import WorkerRuntime
 from tasks.supervision import RunningTask
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,13 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
         )
     )
     if claim.outcome == "lost_after_output":
-        finish(runtime, task_id, "failed", error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost")
-        return "failed"
+        finish(
+            runtime, task_id, TaskState.FAILED, error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost"
+        )
+        return TaskState.FAILED
     if claim.outcome == "cancel_requested":
-        finish(runtime, task_id, "cancelled", reason="cancelled by request")
-        return "cancelled"
+        finish(runtime, task_id, TaskState.CANCELLED, reason="cancelled by request")
+        return TaskState.CANCELLED
     if claim.outcome != "claimed":
         # wait_session / wait_capacity / paused: parked, woken later with a new message.
         # terminal / stale / duplicate / missing: a redelivered or superseded message.
@@ -87,7 +90,6 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
 def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[str, str]) -> str:
     settings = runtime.settings
     live = runtime.live
-    request = json.loads(fields["request"])
     # A manual retry starts a fresh round of automatic retries.
     attempts = int(fields.get("attempts") or 1) - int(fields.get("retry_base") or 0)
     deadline, promote_to = attempt_deadlines(fields, settings, time.time())
@@ -95,27 +97,29 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
     runtime.supervisor.add(running)
     progress = ProgressEmitter(live, task_id, token, settings.progress_interval, running.stop)
     try:
+        turn = runtime.conversations.plan(task_id, fields)
         with running.interruptible():
             result = runtime.v1.chat(
                 agent_id=fields["agent_id"],
-                messages=request["messages"],
-                session_id=fields.get("session_id") or None,
+                messages=turn.messages,
+                user=turn.user,
+                on_answered=lambda: runtime.conversations.accepted(task_id, fields, turn),
                 on_delta=progress.add,
             )
         progress.flush()
         runtime.breaker.record(ok=True)
-        finish(runtime, task_id, "succeeded", token=token, result=result.as_dict())
+        finish(runtime, task_id, TaskState.SUCCEEDED, token=token, result=result.as_dict())
         learn_duration(runtime, fields)
-        return "succeeded"
+        return TaskState.SUCCEEDED
     except TaskCancelled as exc:
         _flush_quietly(progress)
-        finish(runtime, task_id, "cancelled", token=token, reason=exc.message)
-        return "cancelled"
+        finish(runtime, task_id, TaskState.CANCELLED, token=token, reason=exc.message)
+        return TaskState.CANCELLED
     except TaskTimeLimit:
         _flush_quietly(progress)
         reason = f"ran past its time limit ({time_limit_text(fields, settings)})"
-        finish(runtime, task_id, "timed_out", token=token, reason=reason)
-        return "timed_out"
+        finish(runtime, task_id, TaskState.TIMED_OUT, token=token, reason=reason)
+        return TaskState.TIMED_OUT
     except LeaseLost:
         log.warning("task %s: lease lost, another attempt owns it", task_id)
         return "lease_lost"
@@ -127,15 +131,17 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
             delay = runtime.policy.delay(attempts)
             requeue(runtime, task_id, token, delay, exc.as_dict(), fields.get("queue", "short"))
             return "retrying"
-        finish(runtime, task_id, "failed", token=token, error=exc.as_dict())
-        return "failed"
+        finish(runtime, task_id, TaskState.FAILED, token=token, error=exc.as_dict())
+        return TaskState.FAILED
     except GreenletExit:
         # `celery control terminate` (gevent pool kills the greenlet), or a cold shutdown.
         if worker_state.should_stop or worker_state.should_terminate:
             # Cold shutdown: leave the lease to expire; maintenance re-dispatches the task.
             raise
-        finish(runtime, task_id, "cancelled", token=token, reason="terminated by an operator")
-        return "cancelled"
+        finish(
+            runtime, task_id, TaskState.CANCELLED, token=token, reason="terminated by an operator"
+        )
+        return TaskState.CANCELLED
     finally:
         progress.close()
         runtime.supervisor.remove(task_id)

@@ -7,22 +7,20 @@ gevent pool runs every task in the worker process itself).
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
 
-from app.breaker import Breaker
-from app.control import TaskControl
-from app.live import LiveStore
-from app.settings import Settings, get_settings
-from app.store.db import create_store_engine
-from app.store.repo import TaskStore
+from taskrecord.breaker import Breaker
+from taskrecord.control import TaskControl
+from taskrecord.live import LiveStore
+from taskrecord.settings import Settings
+from taskrecord.store.db import create_store_engine
+from taskrecord.store.repo import TaskStore
+from tasks.conversation import Conversations
 from tasks.retry_policy import RetryPolicy
 from tasks.v1_client import V1Client
 
@@ -56,7 +54,8 @@ class WorkerRuntime:
     celery: Celery
     breaker: Breaker
     control: TaskControl  # finishes, re-queues and cancels tasks (SQL on the thread pool)
-    supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, started lazily
+    conversations: Conversations  # which V1 session a turn runs in, and with what
+    supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, set by tasks.process
     blocking = staticmethod(blocking)
 
     def close(self) -> None:
@@ -94,45 +93,6 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
         ),
         celery=celery,
         control=TaskControl(settings, live, store, celery, sql=blocking),
+        conversations=Conversations(client, store, settings, blocking),
         breaker=Breaker(client, settings.breaker_threshold, settings.breaker_cooldown),
     )
-
-
-_lock = threading.Lock()
-_runtime: WorkerRuntime | None = None
-_runtime_pid: int | None = None
-
-
-def get_runtime(celery: Celery) -> WorkerRuntime:
-    """The runtime of this process (rebuilt after a fork, never shared across processes)."""
-    global _runtime, _runtime_pid
-    with _lock:
-        if _runtime is None or _runtime_pid != os.getpid():
-            from tasks.supervision import Supervisor
-
-            runtime = build_runtime(get_settings(), celery)
-            runtime.supervisor = Supervisor(runtime)
-            runtime.supervisor.start()
-            _runtime, _runtime_pid = runtime, os.getpid()
-            log.info("worker runtime ready (pid %s)", _runtime_pid)
-        return _runtime
-
-
-def close_runtime() -> None:
-    global _runtime
-    with _lock:
-        if _runtime is not None and _runtime_pid == os.getpid():
-            _runtime.close()
-        _runtime = None
-
-
-@worker_ready.connect  # type: ignore[untyped-decorator]
-def _start_runtime(sender: Any = None, **_: Any) -> None:
-    """Build the runtime as the worker starts, so its supervisor (revokes from the CLI and
-    Flower, cancel messages) runs before the first task does."""
-    get_runtime(sender.app)
-
-
-@worker_shutdown.connect  # type: ignore[untyped-decorator]
-def _close_runtime(**_: Any) -> None:
-    close_runtime()

@@ -66,7 +66,7 @@ class V1Client:
         *,
         agent_id: str,
         messages: Sequence[dict[str, Any]],
-        session_id: str | None = None,
+        user: str | None = None,
         on_answered: Callable[[], None] = lambda: None,
         on_delta: Callable[[str], None] = lambda _delta: None,
     ) -> V1Result:
@@ -77,9 +77,10 @@ class V1Client:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if session_id:
-            # `user` gives V1 a stable, agent-scoped session (agent:<id>:openai-user:<user>).
-            body["user"] = session_id
+        if user:
+            # `user` gives V1 a stable, agent-scoped session (agent:<id>:openai-user:<user>);
+            # see tasks.conversation for how it is named.
+            body["user"] = user
         headers = {"Authorization": f"Bearer {self._token}", "x-openclaw-agent-id": agent_id}
         result = V1Result()
         try:

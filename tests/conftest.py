@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.embedded_valkey import EmbeddedValkey
+from deploy.embedded_valkey import EmbeddedValkey
 from tests.harness import V1_TOKEN, System, new_system
 from v1sim.process import SimulatorProcess
 

@@ -32,10 +32,35 @@ from tests.harness import API_KEY, OTHER_API_KEY, System, submit, wait_terminal
         ({"message": "hi", "priority": 11}, 422, "invalid_request", "priority"),
         ({"message": "hi", "priority": -1}, 422, "invalid_request", "priority"),
         ({"message": "hi", "priority": "high"}, 422, "invalid_request", "priority"),
+        (
+            {"message": "hi", "priority": True},
+            422,
+            "invalid_request",
+            "priority: Input should be a valid integer",
+        ),
+        (
+            {"message": "hi", "priority": "5"},
+            422,
+            "invalid_request",
+            "priority: Input should be a valid integer",
+        ),
+        ({"message": "hi", "timeout_seconds": True}, 422, "invalid_request", "timeout_seconds"),
+        (
+            {"message": "hi", "metadata": {str(i): i for i in range(33)}},
+            422,
+            "invalid_request",
+            "metadata: has 33 keys; the limit is 32",
+        ),
         ({"message": "hi", "estimated_seconds": 0}, 422, "invalid_request", "estimated_seconds"),
         ({"message": "hi", "agent_id": "../etc"}, 422, "invalid_request", "agent_id"),
-        ({"message": "hi", "colour": "red"}, 422, "invalid_request", "colour"),
+        ({"message": "hi", "colour": "red"}, 422, "invalid_request", "unknown field(s): colour"),
         ({"message": "x" * 100_001}, 413, "message_too_large", "limit is 100000"),
+        (
+            {"messages": [{"role": "user", "content": "x" * 50_001}] * 2},
+            413,
+            "message_too_large",
+            "the messages have together 100002 characters; the limit is 100000",
+        ),
     ],
 )
 def test_bad_submission_is_refused_with_named_problem(
@@ -125,7 +150,8 @@ def test_idempotency_key_returns_the_same_task(system: System) -> None:
 def test_health_endpoints(system: System) -> None:
     assert httpx.get(f"{system.url}/healthz").json() == {"status": "ok", "checks": {}}
     ready = httpx.get(f"{system.url}/readyz").json()
-    assert ready == {"status": "ok", "checks": {"redis": "ok", "sql": "ok", "broker": "ok"}}
+    checks = {"redis": "ok", "sql": "ok", "broker": "ok", "v1": "ok"}
+    assert ready == {"status": "ok", "checks": checks}
 
 
 def test_metrics_count_submissions_and_show_queues(system: System) -> None:

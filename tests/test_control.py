@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from app.embedded_valkey import EmbeddedValkey
+from deploy.embedded_valkey import EmbeddedValkey
 from tests.harness import (
     ADMIN_KEY,
     System,

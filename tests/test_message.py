@@ -7,11 +7,11 @@ from pathlib import Path
 
 import redis
 
-from app.embedded_valkey import EmbeddedValkey
-from app.settings import get_settings
+from deploy.embedded_valkey import EmbeddedValkey
+from taskrecord.dispatch import dispatch
+from taskrecord.message import run_message
+from taskrecord.settings import get_settings
 from tasks.celery_app import create_celery_app
-from tasks.dispatch import dispatch
-from tasks.message import run_message
 
 VARIABLE = {("headers", "origin"), ("properties", "reply_to"), ("properties", "delivery_tag")}
 

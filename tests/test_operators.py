@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.embedded_valkey import free_port
+from deploy.embedded_valkey import free_port
 from tests.harness import (
     ADMIN_KEY,
     ROOT,

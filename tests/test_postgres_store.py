@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from app.store.db import create_store_engine
-from app.store.models import TaskRow
-from app.store.repo import TaskStore
+from taskrecord.store.db import create_store_engine
+from taskrecord.store.models import TaskRow
+from taskrecord.store.repo import TaskStore
 
 URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

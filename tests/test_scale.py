@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from app.embedded_valkey import EmbeddedValkey
-from app.settings import get_settings
+from deploy.embedded_valkey import EmbeddedValkey
+from taskrecord.dispatch import dispatch
+from taskrecord.settings import get_settings
 from tasks.celery_app import create_celery_app
-from tasks.dispatch import dispatch
 from tests.harness import (
     System,
     new_system,
@@ -127,7 +127,9 @@ def test_tasks_of_one_session_never_overlap_and_keep_submission_order(
     assert [r["tag"] for r in calls] == [f"{session}-{i}" for i in range(4)]
     for earlier, later in itertools.pairwise(calls):
         assert earlier["ended_at"] <= later["started_at"]
-    assert {r["session"] for r in calls} == {f"agent:main:openai-user:{session}"}
+    # One V1 session for the whole conversation, named without the client's session id.
+    (v1_session,) = {r["session"] for r in calls}
+    assert v1_session.startswith("agent:main:openai-user:v2-") and session not in v1_session
 
 
 def test_full_queue_answers_429_and_loses_nothing(

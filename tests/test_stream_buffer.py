@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.bridge import Cursor, Subscriber
-from app.embedded_valkey import EmbeddedValkey
-from app.event_log import Event
+from deploy.embedded_valkey import EmbeddedValkey
+from taskrecord.event_log import Event
 
 
 def event(seq: int, task_id: str = "t1") -> Event:

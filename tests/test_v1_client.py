@@ -50,11 +50,11 @@ def test_request_carries_auth_agent_model_and_session() -> None:
         return sse(ROLE, delta("hi"), STOP, "[DONE]")
 
     result = client_for(handler).chat(agent_id="coder", messages=[{"role": "user",
-                                      "content": "x"}], session_id="conv-42")  # fmt: skip
+                                      "content": "x"}], user="v2-abc")  # fmt: skip
     body = seen["body"]
     assert isinstance(body, dict)
     assert seen["auth"] == "Bearer tok" and seen["agent"] == "coder"
-    assert body["model"] == "openclaw/coder" and body["user"] == "conv-42"
+    assert body["model"] == "openclaw/coder" and body["user"] == "v2-abc"
     assert body["stream"] is True and result.content == "hi"
 
 

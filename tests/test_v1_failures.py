@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.embedded_valkey import EmbeddedValkey
+from deploy.embedded_valkey import EmbeddedValkey
 from tests.harness import System, new_system, submit, tag, wait_terminal
 from v1sim.process import SimulatorProcess
 
@@ -67,11 +67,17 @@ def test_wrong_v1_token_fails_as_unauthorized(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
     with new_system(valkey, simulator.url, tmp_path, V1_TOKEN="not-the-token") as bad:
-        bad.start_gateway()
+        bad.start_gateway(ready_path="/healthz")
         bad.start_worker()
         with bad.client() as api:
+            ready = api.get("/readyz")
             task = submit(api, "hello")
             done = wait_terminal(api, task["task_id"])
+    # /readyz says why every task would fail, before any task has.
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["v1"] == "error: unauthorized (V1 refuses V1_TOKEN)"
+    assert {k: v for k, v in ready.json()["checks"].items() if k != "v1"} == {
+        "redis": "ok", "sql": "ok", "broker": "ok"}  # fmt: skip
     assert done["state"] == "failed"
     assert done["error"] == {
         "type": "v1_unauthorized",

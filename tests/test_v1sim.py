@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.test_v1sim_support import (
+    AUTH,
+    CHAT,
+    MAIN,
+    TOKEN,
+    chat,
+    new_tag,
+    one_record,
+    post_all,
+    sse_data,
+    wait_for,
+)
 from v1sim.directives import parse_directives
 from v1sim.process import SimulatorProcess
 
-TOKEN = "test-sim-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAIN = {**AUTH, "x-openclaw-agent-id": "main"}
-CHAT = "/v1/chat/completions"
 CAPACITY = 3
 
 
@@ -32,39 +39,6 @@ def sim() -> Iterator[SimulatorProcess]:
 def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sim.url, timeout=30.0, trust_env=False) as http:
         yield http
-
-
-def new_tag() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def chat(text: str, model: str = "openclaw", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-
-
-def sse_data(body: str) -> list[str]:
-    """The `data:` payloads of an SSE body, checking the blank-line framing on the way."""
-    events = body.split("\n\n")
-    assert events[-1] == ""
-    assert all(e.startswith("data: ") for e in events[:-1])
-    return [e.removeprefix("data: ") for e in events[:-1]]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
-    """Poll until predicate returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-def one_record(sim: SimulatorProcess, tag: str) -> dict[str, Any]:
-    records = sim.requests(tag)
-    assert len(records) == 1, records
-    return records[0]
 
 
 # --- directives ------------------------------------------------------------------------------
@@ -172,13 +146,14 @@ def test_session_keys_user_and_fresh(sim: SimulatorProcess, client: httpx.Client
     tag = new_tag()
     key = {"x-openclaw-session-key": f"agent:main:{tag}"}
     assert client.post(CHAT, json=chat(f"[sim:tag={tag}]"), headers={**MAIN, **key}).is_success
-    assert client.post(CHAT, json=chat(f"[sim:tag={tag}]", user="conv-42"), headers=MAIN)
+    body = chat(f"[sim:tag={tag}]", user="conv-42")
+    assert client.post(CHAT, json=body, headers=MAIN).is_success
     for _ in range(2):
         assert client.post(CHAT, json=chat(f"[sim:tag={tag}]"), headers=MAIN).is_success
+    # A call with neither gets a fresh session each time: no key worth recording (that they
+    # share no history is pinned in test_v1sim_history).
     sessions = [r["session"] for r in sim.requests(tag)]
-    assert sessions[:2] == [f"agent:main:{tag}", "agent:main:openai-user:conv-42"]
-    assert all(s.startswith("agent:main:openai:") for s in sessions[2:])
-    assert sessions[2] != sessions[3]
+    assert sessions == [f"agent:main:{tag}", "agent:main:openai-user:conv-42", None, None]
 
 
 @pytest.mark.parametrize(
@@ -199,16 +174,10 @@ def test_unscoped_session_keys_fail(
         assert response.json()["error"]["message"] == "internal error"
 
 
-async def _post_all(url: str, bodies: list[dict[str, Any]]) -> list[int]:
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as http:
-        responses = await asyncio.gather(*(http.post(CHAT, json=b, headers=MAIN) for b in bodies))
-    return [r.status_code for r in responses]
-
-
 def test_same_session_at_once_gets_500(sim: SimulatorProcess) -> None:
     tag = new_tag()
     body = chat(f"hi [sim:delay=0.5] [sim:tag={tag}]", user=f"conv-{tag}")
-    assert sorted(asyncio.run(_post_all(sim.url, [body, body]))) == [200, 500]
+    assert sorted(asyncio.run(post_all(sim.url, [body, body]))) == [200, 500]
     assert sorted(r["outcome"] for r in sim.requests(tag)) == ["ok", "rejected"]
 
 
@@ -293,6 +262,18 @@ def test_non_stream_format(sim: SimulatorProcess, client: httpx.Client) -> None:
 # --- scripted failures -----------------------------------------------------------------------
 
 
+def test_error_chunk_on_the_first_attempt_only(sim: SimulatorProcess, client: httpx.Client) -> None:
+    tag = new_tag()
+    body = chat(f"hi [sim:error_after=0x1] [sim:tag={tag}]", stream=True)
+    first, second = (client.post(CHAT, json=body, headers=MAIN) for _ in range(2))
+    assert first.status_code == second.status_code == 200
+    assert '"error"' in sse_data(first.text)[1] and sse_data(first.text)[-1] == "[DONE]"
+    assert all('"error"' not in line for line in sse_data(second.text))
+    assert [r["outcome"] for r in sim.requests(tag)] == ["error_chunk", "ok"]
+    assert parse_directives("[sim:error_after=3x2]").error_times == 2
+    assert parse_directives("[sim:error_after=3xz]").invalid == ("error_after",)
+
+
 def test_fail_twice_then_succeed(sim: SimulatorProcess, client: httpx.Client) -> None:
     tag = new_tag()
     body = chat(f"hi [sim:fail=503x2] [sim:tag={tag}]")
@@ -332,93 +313,3 @@ def test_error_after_sends_error_chunk_in_200_stream(
     assert one_record(sim, tag)["outcome"] == "error_chunk"
     plain = client.post(CHAT, json=chat("hi [sim:error_after=1]"), headers=MAIN)
     assert plain.status_code == 500 and plain.json()["error"]["type"] == "api_error"
-
-
-# --- disconnects and capacity ----------------------------------------------------------------
-
-
-def wait_disconnected(sim: SimulatorProcess, tag: str) -> dict[str, Any]:
-    records = wait_for(lambda: [r for r in sim.requests(tag) if r["disconnected"]], timeout=2.0)
-    record: dict[str, Any] = records[0]
-    assert record["outcome"] == "disconnected" and record["ended_at"] is not None
-    return record
-
-
-def test_stream_disconnect_aborts_run_and_frees_session(sim: SimulatorProcess) -> None:
-    tag, user = new_tag(), f"conv-{new_tag()}"
-    body = chat(f"hi [sim:delay=30] [sim:tag={tag}]", stream=True, user=user)
-    with httpx.Client(base_url=sim.url, timeout=10, trust_env=False) as http:
-        with http.stream("POST", CHAT, json=body, headers=MAIN) as response:
-            first = next(response.iter_lines())
-            assert json.loads(first.removeprefix("data: "))["choices"][0]["delta"] == {
-                "role": "assistant"
-            }
-        record = wait_disconnected(sim, tag)
-        assert record["status"] == 200 and record["ended_at"] - record["started_at"] < 5
-        # The aborted run released its session at once: a follow-up is not queued behind it.
-        follow_up = http.post(CHAT, json=chat("again", user=user), headers=MAIN, timeout=5)
-        assert follow_up.status_code == 200
-    wait_for(lambda: sim.stats()["active"] == 0)
-
-
-def test_non_stream_disconnect_during_delay(sim: SimulatorProcess) -> None:
-    tag = new_tag()
-    with (
-        httpx.Client(base_url=sim.url, timeout=0.3, trust_env=False) as http,
-        pytest.raises(httpx.ReadTimeout),
-    ):
-        http.post(CHAT, json=chat(f"hi [sim:delay=30] [sim:tag={tag}]"), headers=MAIN)
-    record = wait_disconnected(sim, tag)
-    assert record["status"] is None and record["admitted_at"] is not None
-    wait_for(lambda: sim.stats()["active"] == 0)
-
-
-def test_disconnect_while_waiting_for_capacity(sim: SimulatorProcess) -> None:
-    blockers, waiter = new_tag(), new_tag()
-
-    async def scenario() -> None:
-        async with httpx.AsyncClient(base_url=sim.url, timeout=30, trust_env=False) as http:
-            body = chat(f"hold [sim:delay=30] [sim:tag={blockers}]")
-            tasks = [
-                asyncio.create_task(http.post(CHAT, json=body, headers=MAIN))
-                for _ in range(CAPACITY)
-            ]
-            await asyncio.to_thread(wait_for, lambda: sim.stats()["active"] == CAPACITY)
-            with pytest.raises(httpx.ReadTimeout):
-                body = chat(f"wait [sim:tag={waiter}]")
-                await http.post(CHAT, json=body, headers=MAIN, timeout=0.3)
-            await asyncio.to_thread(wait_disconnected, sim, waiter)
-            for task in tasks:
-                task.cancel()  # closes the connections: the blockers are aborted too
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(scenario())
-    assert one_record(sim, waiter)["admitted_at"] is None
-    wait_for(lambda: sim.stats()["active"] == 0 and sim.stats()["in_flight"] == 0)
-    assert all(r["disconnected"] for r in sim.requests(blockers))
-
-
-def test_capacity_is_never_exceeded(sim: SimulatorProcess) -> None:
-    sim.reset()
-    tag = new_tag()
-    bodies = [chat(f"hi {i} [sim:delay=0.3] [sim:tag={tag}]") for i in range(3 * CAPACITY)]
-    assert asyncio.run(_post_all(sim.url, bodies)) == [200] * len(bodies)
-    stats = sim.stats()
-    assert stats["peak_active"] == CAPACITY
-    assert stats["peak_in_flight"] > CAPACITY  # the surplus waited inside the simulator
-    assert stats["total"] == len(bodies) and stats["active"] == 0
-
-
-def test_records_keep_no_text_and_reset_clears_counters(
-    sim: SimulatorProcess, client: httpx.Client
-) -> None:
-    secret, tag = f"secret-{new_tag()}", new_tag()
-    body = chat(f"{secret} [sim:fail=429x1] [sim:tag={tag}] [sim:mood=grim]")
-    assert client.post(CHAT, json=body, headers=MAIN).status_code == 429
-    record = one_record(sim, tag)
-    assert secret not in json.dumps(record) and "grim" not in json.dumps(record)
-    assert record["unknown_directives"] == ["mood"]
-    assert client.post(CHAT, json=body, headers=MAIN).status_code == 200
-    sim.reset()
-    assert sim.requests() == [] and sim.stats()["total"] == 0
-    assert client.post(CHAT, json=body, headers=MAIN).status_code == 429  # counter forgotten

@@ -34,8 +34,11 @@ class Directives:
     # None with a fail_status: every attempt fails.
     fail_times: int | None = None
     error_after: int | None = None
+    # With error_after: only the first N attempts of this message get the error chunk
+    # (`[sim:error_after=0x1]`); None: every attempt does.
+    error_times: int | None = None
     tag: str | None = None
-    # Names only: values may carry user text, which the simulator never stores.
+    # Names only: values may carry user text, which records keep only in `model_input`.
     unknown: tuple[str, ...] = field(default_factory=tuple)
     invalid: tuple[str, ...] = field(default_factory=tuple)
 
@@ -52,6 +55,14 @@ def _count(value: str, maximum: int = MAX_CHUNKS) -> int | None:
     return int(value) if value.isdigit() and int(value) <= maximum else None
 
 
+def _error_after(value: str) -> tuple[int, int | None] | None:
+    count, sep, times = value.partition("x")
+    after = _count(count)
+    if after is None or (sep and not times.isdigit()):
+        return None
+    return after, (int(times) if sep else None)
+
+
 def _fail(value: str) -> tuple[int, int | None] | None:
     match = _FAIL.fullmatch(value)
     if match is None or not 400 <= int(match.group(1)) <= 599:
@@ -64,6 +75,7 @@ def parse_directives(text: str) -> Directives:
     """Read every directive in `text`; later ones win, bad values are ignored and noted."""
     delay, chunk_delay = 0.0, DEFAULT_CHUNK_DELAY
     chunks, error_after = DEFAULT_CHUNKS, None
+    error_times: int | None = None
     fail: tuple[int, int | None] = (0, None)
     tag: str | None = None
     unknown: list[str] = []
@@ -76,8 +88,8 @@ def parse_directives(text: str) -> Directives:
             chunk_delay = seconds
         elif key == "chunks" and (count := _count(raw)) is not None:
             chunks = count
-        elif key == "error_after" and (count := _count(raw)) is not None:
-            error_after = count
+        elif key == "error_after" and (parsed_error := _error_after(raw)) is not None:
+            error_after, error_times = parsed_error
         elif key == "fail" and (parsed := _fail(raw)) is not None:
             fail = parsed
         elif key == "tag" and _TAG.fullmatch(raw):
@@ -93,6 +105,7 @@ def parse_directives(text: str) -> Directives:
         fail_status=fail[0] or None,
         fail_times=fail[1],
         error_after=error_after,
+        error_times=error_times,
         tag=tag,
         unknown=tuple(unknown),
         invalid=tuple(invalid),

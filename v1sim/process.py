@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -158,6 +159,15 @@ class SimulatorProcess:
         response.raise_for_status()
         records: list[dict[str, Any]] = response.json()["requests"]
         return records
+
+    def transcript(self, session: str) -> list[dict[str, str]] | None:
+        """The stored transcript of a session key, None if the simulator keeps none for it."""
+        response = self._http.get(f"/_sim/sessions/{quote(session, safe='')}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        transcript: list[dict[str, str]] = response.json()["transcript"]
+        return transcript
 
     def stats(self) -> dict[str, Any]:
         response = self._http.get("/_sim/stats")

@@ -1,4 +1,5 @@
-"""Configuration and in-memory state of the V1 simulator: admission gates, records, stats."""
+"""Configuration and in-memory state of the V1 simulator: admission gates, records, stats,
+session transcripts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from v1sim.directives import Directives
+from v1sim.transcripts import MAX_ENTRIES, MAX_SESSIONS, Transcripts
 
 Outcome = Literal["ok", "error_status", "error_chunk", "disconnected", "rejected"]
 
@@ -32,6 +34,9 @@ class SimConfig:
     # Same-session calls arriving this soon after a run started get V1's 500.
     session_conflict_seconds: float = 0.4
     max_records: int = 100_000
+    # Transcripts kept: the most recently used sessions, the newest entries of each.
+    max_sessions: int = MAX_SESSIONS
+    max_session_entries: int = MAX_ENTRIES
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -42,6 +47,8 @@ class SimConfig:
             raise ValueError(f"default_agent {self.default_agent!r} is not in agents")
         if self.capacity < 1:
             raise ValueError("SimConfig.capacity must be at least 1")
+        if self.max_sessions < 1 or self.max_session_entries < 1:
+            raise ValueError("SimConfig.max_sessions and max_session_entries must be at least 1")
         if self.overhead_seconds < 0 or self.session_conflict_seconds < 0:
             raise ValueError("SimConfig durations must not be negative")
 
@@ -49,7 +56,7 @@ class SimConfig:
 class RequestRecord(TypedDict):
     id: str  # the chatcmpl id the response carries (rejected calls never see theirs)
     agent: str | None
-    session: str | None
+    session: str | None  # None for a one-off session (no `user`, no session key)
     stream: bool | None
     tag: str | None
     message_sha256: str | None
@@ -61,6 +68,8 @@ class RequestRecord(TypedDict):
     ended_at: float | None
     disconnected: bool
     outcome: Outcome | None
+    # "<role>: <text>" of what the model saw, newest lines kept; empty when no run started.
+    model_input: list[str]
 
 
 class FifoGate:
@@ -158,9 +167,13 @@ class SimState:
         self.config = config
         self.capacity = FifoGate(config.capacity)
         self.sessions = SessionLanes(config.session_conflict_seconds)
+        self.transcripts = Transcripts(
+            max_sessions=config.max_sessions, max_entries=config.max_session_entries
+        )
         self._records: deque[RequestRecord] = deque(maxlen=config.max_records)
         # Attempts per message digest, only for messages carrying a fail directive.
         self._attempts: dict[str, int] = {}
+        self._error_attempts: dict[str, int] = {}
         self.active = self.peak_active = 0
         self.in_flight = self.peak_in_flight = 0
         self.total = 0
@@ -185,6 +198,7 @@ class SimState:
             "ended_at": None,
             "disconnected": False,
             "outcome": None,
+            "model_input": [],
         }
         self._records.append(record)
         self.total += 1
@@ -214,6 +228,18 @@ class SimState:
             return directives.fail_status
         return None
 
+    def errors_this_attempt(self, digest: str, directives: Directives) -> bool:
+        """Count this attempt of an `error_after` message; True if it gets the error chunk."""
+        if directives.error_after is None:
+            return False
+        if directives.error_times is None:
+            return True
+        attempt = self._error_attempts.get(digest, 0) + 1
+        if len(self._error_attempts) > 100_000:  # bounded memory, like the other counters
+            self._error_attempts.clear()
+        self._error_attempts[digest] = attempt
+        return attempt <= directives.error_times
+
     def records(self, tag: str | None = None) -> list[RequestRecord]:
         return [r for r in self._records if tag is None or r["tag"] == tag]
 
@@ -232,6 +258,8 @@ class SimState:
         # Peaks restart from what is running now, so they stay true after the reset.
         self._records.clear()
         self._attempts.clear()
+        self._error_attempts.clear()
+        self.transcripts.clear()
         self.peak_active = self.active
         self.peak_in_flight = self.in_flight
         self.total = 0

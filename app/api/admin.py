@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Request
 
-from app import keys
-from app.breaker import describe
 from app.deps import Context, bearer_key
 from app.errors import ApiError
 from app.overview import read_overview
-from app.states import QUEUES
+from taskrecord import keys
+from taskrecord.breaker import describe
+from taskrecord.states import QUEUES
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
 

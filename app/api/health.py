@@ -1,4 +1,5 @@
-"""/healthz (process alive) and /readyz (Redis, SQL store and broker really answer)."""
+"""/healthz (process alive) and /readyz (Redis, SQL store and broker really answer; V1 is
+reachable and takes our token)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ async def readyz(ctx: Context) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
+    checks["v1"] = await ctx.v1_probe.verdict()
     ok = all(value == "ok" for value in checks.values())
     health = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from app.bridge import OVERFLOW, RESYNC, Cursor, EventBridge, Subscriber
 from app.context import GatewayContext
-from app.event_log import Event
+from taskrecord.event_log import Event
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import anyio
 from fastapi import APIRouter, Header, Query, Response
 
 from app.api.tasks_read import load_task
-from app.control import Outcome
 from app.deps import Context, Tenant
 from app.errors import ApiError
 from app.schemas import TaskCreate, TaskList, TaskOut
-from app.states import TaskState
+from taskrecord.control import Outcome
+from taskrecord.states import TaskState
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

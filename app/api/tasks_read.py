@@ -6,13 +6,14 @@ import uuid
 
 import anyio
 
-from app import keys
 from app.context import GatewayContext
 from app.errors import not_found
-from app.live import pairs, text
 from app.schemas import TaskOut
+from taskrecord import keys
+from taskrecord.live import pairs, text
+from taskrecord.states import TaskState
 
-WITH_PARTIAL = ("running", "cancelled", "timed_out", "failed")
+WITH_PARTIAL = (TaskState.RUNNING, TaskState.CANCELLED, TaskState.TIMED_OUT, TaskState.FAILED)
 
 
 def check_task_id(task_id: str) -> None:

@@ -1,0 +1,84 @@
+"""The broker side of Celery, shared by everyone who publishes or steers: the run task's
+name, Celery's settings derived from our one Settings object (read by `celeryconfig.py`),
+a client app for publishing and remote control, and the redaction of published arguments.
+
+The worker's app (`tasks.celery_app`) is this client plus the task modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import before_task_publish
+from kombu.entity import Queue
+
+from taskrecord.settings import Settings
+from taskrecord.states import QUEUES
+
+RUN_TASK = "openclaw.run"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    # The broker must never redeliver a live task on its own (crash recovery is by lease,
+    # see tasks.maintenance), so its visibility timeout outlasts the absolute limit.
+    visibility_timeout = settings.absolute_time_limit + 86_400
+    return {
+        "broker_url": settings.require_redis_url(),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        # V2 keeps results itself (Redis cache + SQL); no Celery result keys at all.
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": "short",
+        "task_create_missing_queues": False,
+        # Late ack: a message stays in kombu's `unacked` hash until its task ends, so one
+        # fetched by a worker that died before claiming the task is found and put back by
+        # tasks.maintenance (the visibility timeout above never fires in practice).
+        # Fetch only for a free slot: a worker holds no messages beyond its running tasks.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        "worker_concurrency": settings.worker_concurrency,
+        # Flower reads these events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "event_queue_expires": 60.0,
+        "event_queue_ttl": 5.0,
+        "control_queue_expires": 60.0,
+        "control_queue_ttl": 300.0,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def create_client_app(settings: Settings | None = None) -> Celery:
+    """A Celery app that publishes and sends remote-control commands; it runs no tasks.
+
+    Without settings, configuration comes from `celeryconfig` lazily (the celery CLI)."""
+    app = Celery("openclaw", set_as_current=settings is None)
+    if settings is None:
+        app.config_from_object("celeryconfig")
+    else:
+        app.config_from_object(celery_config(settings))
+    return app
+
+
+@before_task_publish.connect  # type: ignore[untyped-decorator]
+def _redact_arguments(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Flower and events show argsrepr/kwargsrepr: never user text or secrets there.
+
+    Our own task carries only ids; anything else published through this app is redacted.
+    """
+    if headers is None:
+        return
+    if headers.get("task") != RUN_TASK:
+        headers["argsrepr"] = "(redacted)"
+    headers["kwargsrepr"] = "(redacted)"

@@ -1,0 +1,164 @@
+"""Moving one task and mirroring it to SQL: cancel, pause, resume, retry, finish, requeue.
+
+One code path for every caller: the gateway (on a worker thread), the celery CLI
+sub-commands, the workers and maintenance. Workers pass `sql` so SQL writes run on gevent's
+thread pool rather than blocking their event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from taskrecord.live import FinalizeResult, LiveStore, finalize_result, script_answer, text
+from taskrecord.message import run_message
+from taskrecord.mirror import live_fields_from_row, mirror_live
+from taskrecord.publish import publish_due
+from taskrecord.routing import choose_tier
+from taskrecord.settings import Settings
+from taskrecord.states import TaskState
+from taskrecord.store.repo import TaskStore
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    state: str  # the task's state after the call (or what prevented it)
+    message: str = ""
+
+
+def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+@dataclass
+class TaskControl:
+    settings: Settings
+    live: LiveStore
+    store: TaskStore
+    celery: Celery
+    sql: Callable[..., Any] = field(default=_run_here)  # how SQL writes are run
+
+    def finish(
+        self,
+        task_id: str,
+        state: str,
+        *,
+        token: str = "",
+        result: Mapping[str, Any] | None = None,
+        error: Mapping[str, Any] | None = None,
+        reason: str = "",
+        only_from: str = "",
+        detail: str | None = None,
+    ) -> FinalizeResult:
+        """End a task (once), publish whoever it was holding back, mirror it to SQL."""
+        call = self.live.calls.finalize(
+            task_id, state, token=token, result=result, error=error, reason=reason,
+            only_from=only_from,
+        )  # fmt: skip
+        outcome = finalize_result(self.live.run(call))
+        publish_due(self.live, self.celery, outcome.woken)
+        if outcome.ended:
+            self._mirror(task_id, detail or reason or None, outcome.detail, outcome.fields)
+        return outcome
+
+    def requeue(
+        self,
+        task_id: str,
+        token: str,
+        delay: float,
+        error: Mapping[str, Any],
+        queue: str,
+        detail: str,
+    ) -> bool:
+        """Back to `queued` with a new dispatch number, due for publishing after `delay`."""
+        raw = self.live.run(self.live.calls.requeue(task_id, token, delay, error, queue))
+        answer = script_answer(raw)
+        publish_due(self.live, self.celery, answer.woken)
+        if int(answer.outcome) < 0:
+            return False
+        self._mirror(task_id, detail, None, answer.fields)
+        return True
+
+    def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
+        answer = script_answer(self.live.run(self.live.calls.cancel(task_id, reason)))
+        outcome = answer.outcome
+        publish_due(self.live, self.celery, answer.woken)
+        if outcome == "cancelled":
+            self._mirror(task_id, reason, "", answer.fields)
+            return Outcome(True, TaskState.CANCELLED)
+        if outcome == "requested":
+            return Outcome(True, TaskState.RUNNING, "the worker is closing its V1 call")
+        if outcome == "missing":
+            row = self.store.get(task_id)
+            state = row.state if row else "missing"
+            return Outcome(False, state, "the task has already ended; nothing to cancel")
+        state = outcome.partition(":")[2]
+        return Outcome(False, state, f"the task has already ended ({state}); nothing to cancel")
+
+    def pause(self, task_id: str) -> Outcome:
+        outcome = text(self.live.run(self.live.calls.pause(task_id)))
+        if outcome == "paused":
+            self._mirror(task_id, TaskState.PAUSED, "")
+            return Outcome(True, TaskState.PAUSED)
+        if outcome == "running":
+            return Outcome(False, outcome, "a running task cannot be paused: V1 cannot pause "
+                           "an agent run; cancel it instead")  # fmt: skip
+        return Outcome(False, outcome, f"only a queued task can be paused (it is {outcome})")
+
+    def resume(self, task_id: str) -> Outcome:
+        raw = self.live.run(self.live.calls.resume(task_id))
+        outcome = text(raw[0])
+        if outcome != "resumed":
+            return Outcome(False, outcome, f"only a paused task can be resumed (it is {outcome})")
+        publish_due(self.live, self.celery, [task_id] if int(raw[1]) else [])
+        self._mirror(task_id, "resumed", "")
+        return Outcome(True, TaskState.QUEUED)
+
+    def retry(self, task_id: str, reason: str = "manual retry") -> Outcome:
+        outcome = text(self.live.run(self.live.calls.retry(task_id, time.time(), reason)))
+        recreated = outcome == "missing"
+        if recreated:  # queued by the same script that rebuilt it
+            outcome = self._recreate(task_id)
+        if outcome != "queued":
+            return Outcome(False, outcome, "only a failed, cancelled or timed-out task can be "
+                           f"retried (it is {outcome})")  # fmt: skip
+        if not recreated:
+            publish_due(self.live, self.celery, [task_id])
+        self._mirror(task_id, reason, "")
+        return Outcome(True, TaskState.QUEUED)
+
+    def _recreate(self, task_id: str) -> str:
+        """The live record expired (kept 24 h): rebuild it from the SQL row."""
+        row = self.store.get(task_id)
+        if row is None:
+            return "missing"
+        if row.state not in (TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT):
+            return row.state
+        calls = self.live.calls
+        tier = choose_tier(row.estimated_seconds, self.settings)
+        fields = live_fields_from_row(row, tier)
+        now = time.time()
+        fields["created_at"] = f"{now:.6f}"
+        dispatch_no = int(fields["dispatch"])
+        created = self.live.run(calls.create(
+            task_id, fields, {"queue": row.queue, "priority": row.priority, "retry": True},
+            now + calls.absolute_limit, row.queue, self.settings.queue_limit,
+            run_message(task_id, dispatch_no, row.queue),
+        ))  # fmt: skip
+        return TaskState.QUEUED if text(created) == "1" else "conflict"
+
+    def _mirror(
+        self,
+        task_id: str,
+        detail: str | None,
+        partial: str | None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        """Copy the record to SQL: from the script's answer when it carried the hash."""
+        record = fields if fields else self.live.get(task_id)
+        self.sql(mirror_live, self.store, task_id, record, partial, detail)

@@ -1,0 +1,28 @@
+-- FINALIZE (prepended by prelude.lua; KEYS[1] task hash, ARGV[1..4] as there).
+-- ARGV[5..]: token ('' = whoever), state, result_json, error_json, reason, result_ttl,
+-- only_from ('' = any live state).
+-- Returns {code, detail, #woken, woken..., hash...} (see answer() in the prelude) when it
+-- ended the task, else {code, detail}: code 1 ended it (detail = partial output), 0 it had
+-- already ended or does not exist (detail = state), -1 another attempt owns it, -2 it is
+-- not in only_from.
+local st = redis.call('HGET', TK, 'state')
+if not st then return {0, ''} end
+if is_terminal(st) then return {0, st} end
+if ARGV[11] ~= '' and st ~= ARGV[11] then return {-2, st} end
+if ARGV[5] ~= '' and redis.call('HGET', TK, 'attempt_token') ~= ARGV[5] then return {-1, ''} end
+local partial = redis.call('GET', PARTIAL) or ''
+local state = ARGV[6]
+local data, extra
+if state == 'succeeded' then
+  data = '{"result":' .. ARGV[7] .. '}'
+  extra = {'result', ARGV[7]}
+  redis.call('HDEL', TK, 'error')  -- a failed earlier attempt's error is history now
+elseif state == 'failed' then
+  data = '{"error":' .. ARGV[8] .. ',"partial":' .. cjson.encode(partial) .. '}'
+  extra = {'error', ARGV[8]}
+else
+  data = '{"partial":' .. cjson.encode(partial) .. ',"reason":' .. cjson.encode(ARGV[9]) .. '}'
+  extra = {'error', ARGV[8]}
+end
+emit(state, data)
+return answer({1, partial}, ended(state, tonumber(ARGV[10]), extra))

@@ -1,0 +1,103 @@
+-- Shared prelude of every transition script (prepended by taskrecord.live_scripts).
+-- Calling convention: KEYS[1] is the task's hash; ARGV[1] the task id, ARGV[2] the
+-- event-log bound, ARGV[3] the V1 slot limit, ARGV[4] the V1 budget's name;
+-- script-specific arguments follow from ARGV[5]. Other key names derive from the prefix
+-- (single Redis/Valkey server; not Redis Cluster).
+local P = '{{PREFIX}}:'
+local TASK_ID, MAXLEN, SLOT_LIMIT, BUDGET = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local TK = KEYS[1]
+local EVENTS = P .. 'events:' .. TASK_ID
+local PARTIAL = P .. 'partial:' .. TASK_ID
+local CHANNEL, CONTROL = P .. 'events', P .. 'control'
+local LEASES, DEADLINES, DUE = P .. 'leases', P .. 'deadlines', P .. 'dispatch-due'
+local SLOTS, WAIT = P .. 'v1slots:' .. BUDGET, P .. 'v1wait:' .. BUDGET
+
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fmt(x) return string.format('%.6f', x) end
+local function is_terminal(st)
+  return st == 'succeeded' or st == 'failed' or st == 'cancelled' or st == 'timed_out'
+end
+-- A conversation is (tenant, agent, session): tenants never share one, even with equal ids.
+local function session_key(tk)
+  local r = redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
+  if not r[3] or r[3] == '' then return nil end
+  return P .. 'session:' .. (r[1] or '') .. ':' .. (r[2] or '') .. ':' .. r[3]
+end
+-- Append an event to a task's stream and announce it (route lets gateways fan out by
+-- session without parsing): returns its seq.
+local function emit_for(tk, id, etype, data)
+  local seq = redis.call('HINCRBY', tk, 'seq', 1)
+  local ev = '{"type":"' .. etype .. '","task_id":"' .. id .. '","seq":' .. seq ..
+    ',"ts":' .. fmt(now()) .. ',"data":' .. data .. '}'
+  redis.call('XADD', P .. 'events:' .. id, 'MAXLEN', '~', MAXLEN, '0-' .. seq, 'e', ev)
+  local r = redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
+  redis.call('PUBLISH', CHANNEL, (r[1] or '') .. '\n' .. (r[2] or '') .. '\n' ..
+    (r[3] or '') .. '\n' .. ev)
+  return seq
+end
+local function emit(etype, data) return emit_for(TK, TASK_ID, etype, data) end
+local function expire_task(ttl)
+  for _, k in ipairs({TK, EVENTS, PARTIAL}) do redis.call('EXPIRE', k, ttl) end
+end
+-- A parked task gets a new dispatch number and is due for publishing now.
+local function wake(id, woken)
+  local tk = P .. 'task:' .. id
+  local r = redis.call('HMGET', tk, 'state', 'parked')
+  if r[1] == 'queued' and r[2] and r[2] ~= '' then
+    redis.call('HSET', tk, 'parked', '')
+    redis.call('HINCRBY', tk, 'dispatch', 1)
+    redis.call('ZADD', DUE, now(), id)
+    woken[#woken + 1] = id
+    return true
+  end
+  return false
+end
+local function wait_rank(tk)
+  local r = redis.call('HMGET', tk, 'priority', 'created_at')
+  return (10 - tonumber(r[1] or '5')) * 1e10 + tonumber(r[2] or '0')
+end
+-- Give back the V1 slot (and, unless keep_session, the task's place in its session),
+-- then wake whoever can run now. Returns the ids woken.
+local function release(keep_session)
+  local woken = {}
+  redis.call('ZREM', SLOTS, TASK_ID)
+  redis.call('ZREM', WAIT, TASK_ID)
+  local sk = session_key(TK)
+  if sk and not keep_session then
+    local before = redis.call('ZRANGE', sk, 0, 0)[1]
+    redis.call('ZREM', sk, TASK_ID)
+    local head = redis.call('ZRANGE', sk, 0, 0)[1]
+    if head and head ~= before then wake(head, woken) end
+  end
+  redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now())
+  local free = SLOT_LIMIT - redis.call('ZCARD', SLOTS)
+  while free > 0 do
+    local w = redis.call('ZPOPMIN', WAIT)
+    if #w == 0 then break end
+    if wake(w[1], woken) then free = free - 1 end
+  end
+  return woken
+end
+-- {head..., #woken, woken..., the task's hash as field, value...}: callers mirror the
+-- record to SQL from this answer instead of reading it again.
+local function answer(head, woken)
+  local out = head
+  out[#out + 1] = #woken
+  for _, id in ipairs(woken) do out[#out + 1] = id end
+  for _, v in ipairs(redis.call('HGETALL', TK)) do out[#out + 1] = v end
+  return out
+end
+local function ended(st, ttl, extra)
+  local fields = {'state', st, 'finished_at', fmt(now()), 'lease_until', '0', 'parked', ''}
+  for _, v in ipairs(extra) do fields[#fields + 1] = v end
+  redis.call('HSET', TK, unpack(fields))
+  redis.call('ZREM', LEASES, TASK_ID)
+  redis.call('ZREM', DEADLINES, TASK_ID)
+  redis.call('ZREM', DUE, TASK_ID)
+  local woken = release(false)
+  expire_task(ttl)
+  return woken
+end

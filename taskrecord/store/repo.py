@@ -1,0 +1,158 @@
+"""Reads and writes of the task store. Synchronous: callers choose the thread it runs on."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from taskrecord.states import TaskState
+from taskrecord.store.models import TaskRow, TransitionRow
+
+
+def utc(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[TaskRow]
+    next_cursor: str | None
+
+
+def encode_cursor(row: TaskRow) -> str:
+    created = aware(row.created_at)
+    assert created is not None
+    raw = f"{created.timestamp():.6f}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError on a cursor this module did not make."""
+    try:
+        stamp, _, task_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        created = datetime.fromtimestamp(float(stamp), UTC)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("cursor is not one this API returned") from exc
+    if not task_id:
+        raise ValueError("cursor is not one this API returned")
+    return created, task_id
+
+
+def _columns(row: TaskRow) -> dict[str, Any]:
+    return {attr.key: getattr(row, attr.key) for attr in TaskRow.__mapper__.column_attrs}
+
+
+class TaskStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    def upsert(self, row: TaskRow, detail: str | None) -> None:
+        """Insert the task, or update the changing columns of its existing row; either way
+        record the transition. Safe against a concurrent writer of the same task."""
+        changing = {
+            "state": row.state, "queue": row.queue, "attempts": row.attempts,
+            "started_at": row.started_at, "finished_at": row.finished_at,
+            "result": row.result, "error": row.error, "partial": row.partial,
+        }  # fmt: skip
+        for attempt in range(2):
+            try:
+                with self._session() as session, session.begin():
+                    if session.get(TaskRow, row.id) is None:
+                        session.add(TaskRow(**_columns(row)))
+                        session.flush()
+                    else:
+                        session.execute(
+                            update(TaskRow).where(TaskRow.id == row.id).values(**changing)
+                        )
+                    session.add(TransitionRow(task_id=row.id, state=row.state,
+                                              at=datetime.now(UTC), detail=detail))  # fmt: skip
+                return
+            except IntegrityError:
+                if attempt:  # the other writer's row exists now: the update path must work
+                    raise
+
+    def get(self, task_id: str) -> TaskRow | None:
+        with self._session() as session:
+            return session.get(TaskRow, task_id)
+
+    def transitions(self, task_id: str) -> list[TransitionRow]:
+        with self._session() as session:
+            stmt = select(TransitionRow).where(TransitionRow.task_id == task_id)
+            return list(session.scalars(stmt.order_by(TransitionRow.id)))
+
+    def page(
+        self,
+        tenant: str,
+        *,
+        session_id: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        stmt = select(TaskRow).where(TaskRow.tenant == tenant)
+        if session_id is not None:
+            stmt = stmt.where(TaskRow.session_id == session_id)
+        if state is not None:
+            stmt = stmt.where(TaskRow.state == state)
+        if cursor is not None:
+            created, task_id = decode_cursor(cursor)
+            stmt = stmt.where(
+                (TaskRow.created_at < created)
+                | ((TaskRow.created_at == created) & (TaskRow.id < task_id))
+            )
+        stmt = stmt.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(limit + 1)
+        with self._session() as session:
+            rows = list(session.scalars(stmt))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor(rows[-1]) if more and rows else None)
+
+    def conversation(
+        self, tenant: str, agent_id: str, session_id: str, *, before: datetime, limit: int
+    ) -> list[TaskRow]:
+        """The newest `limit` succeeded turns of one conversation before `before`, oldest first."""
+        stmt = (
+            select(TaskRow)
+            .where(
+                TaskRow.tenant == tenant,
+                TaskRow.session_id == session_id,
+                TaskRow.agent_id == agent_id,
+                TaskRow.state == TaskState.SUCCEEDED,
+                TaskRow.created_at < before,
+            )
+            .order_by(TaskRow.created_at.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(reversed(list(session.scalars(stmt))))
+
+    def recent(self, *, state: str | None = None, limit: int = 50) -> list[TaskRow]:
+        """Operators' view across tenants, newest first."""
+        stmt = select(TaskRow)
+        if state is not None:
+            stmt = stmt.where(TaskRow.state == state)
+        stmt = stmt.order_by(TaskRow.created_at.desc()).limit(limit)
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
+    def delete_finished_before(self, cutoff: datetime) -> int:
+        with self._session() as session, session.begin():
+            result = session.execute(delete(TaskRow).where(TaskRow.finished_at < cutoff))
+            return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,112 @@
+"""Shared by the `tests/test_launcher_*.py` files (`make run`, deploy/launcher.py, deploy/):
+paths and secrets, the autouse fixture that keeps the suite's environment out of `Settings`,
+rendering and parsing the supervisord config, and a socket that holds a port.
+
+A test module imports `_no_settings_from_the_environment` to have it applied to its tests.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from deploy.endpoints import Endpoints, resolve_endpoints
+from deploy.layout import Layout
+from deploy.programs import plan_programs, shared_environment
+from deploy.supervisor_conf import render_supervisord_conf
+from taskrecord.settings import Settings, get_settings
+
+__all__ = [
+    "APP_PROGRAMS",
+    "DEPLOY",
+    "PYTHON",
+    "ROOT",
+    "SECRET_PASSWORD",
+    "SECRET_TOKEN",
+    "_listening",
+    "_no_settings_from_the_environment",
+    "_parse",
+    "_programs",
+    "_render",
+    "_settings",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+PYTHON = sys.executable
+SECRET_TOKEN = "v1-token-that-must-stay-secret"
+SECRET_PASSWORD = "flower-password-that-must-stay-secret"
+APP_PROGRAMS = {
+    "gateway",
+    "worker-priority",
+    "worker-short",
+    "worker-long",
+    # A second worker per queue, so a lifetime recycle never leaves a queue without one.
+    "worker-priority-2",
+    "worker-short-2",
+    "worker-long-2",
+    "maintenance",
+    "flower",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings here come from explicit values only, whatever the suite's environment holds."""
+    names = {name.upper() for name in Settings.model_fields}
+    for key in list(os.environ):
+        if key.upper() in names:
+            monkeypatch.delenv(key)
+
+
+def _settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "v1_token": SecretStr(SECRET_TOKEN),
+        "flower_password": SecretStr(SECRET_PASSWORD),
+    }
+    values.update(overrides)
+    return get_settings(**values)
+
+
+def _render(settings: Settings, tmp_path: Path) -> tuple[str, Layout, Endpoints]:
+    layout = Layout.create(ROOT, str(tmp_path / "var"))
+    layout.make_dirs()
+    endpoints = resolve_endpoints(settings, layout)
+    programs = plan_programs(settings, endpoints, layout, PYTHON)
+    env = shared_environment(settings, endpoints, layout)
+    return render_supervisord_conf(programs, env, layout), layout, endpoints
+
+
+def _parse(text: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"))
+    parser.read_string(text)
+    return parser
+
+
+def _programs(parser: configparser.RawConfigParser) -> dict[str, configparser.SectionProxy]:
+    return {
+        name.removeprefix("program:"): parser[name]
+        for name in parser.sections()
+        if name.startswith("program:")
+    }
+
+
+class _listening:
+    """A socket listening on 127.0.0.1:port for the duration of a `with` block."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen()
+
+    def __enter__(self) -> _listening:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()

