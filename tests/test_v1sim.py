@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,21 +24,6 @@ from tests.test_v1sim_support import (
 )
 from v1sim.directives import parse_directives
 from v1sim.process import SimulatorProcess
-
-CAPACITY = 3
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(token=TOKEN, agents=["main", "coder"], capacity=CAPACITY) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=30.0, trust_env=False) as http:
-        yield http
-
 
 # --- directives ------------------------------------------------------------------------------
 

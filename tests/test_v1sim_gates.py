@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.test_v1sim_support import (
+    CAPACITY,
     CHAT,
     MAIN,
-    TOKEN,
     chat,
     new_tag,
     one_record,
@@ -21,21 +20,6 @@ from tests.test_v1sim_support import (
     wait_for,
 )
 from v1sim.process import SimulatorProcess
-
-CAPACITY = 3
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(token=TOKEN, agents=["main", "coder"], capacity=CAPACITY) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=30.0, trust_env=False) as http:
-        yield http
-
 
 # --- disconnects and capacity ----------------------------------------------------------------
 

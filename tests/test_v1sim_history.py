@@ -36,14 +36,9 @@ QUICK = "[sim:chunks=2]"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorProcess]:
+    """Default capacity here (the shared `sim` fixture has 3); `client` follows it."""
     with SimulatorProcess(token=TOKEN, agents=["main", "coder"]) as proc:
         yield proc
-
-
-@pytest.fixture(scope="module")
-def client(sim: SimulatorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=30.0, trust_env=False) as http:
-        yield http
 
 
 def ask(client: httpx.Client, text: str, **extra: Any) -> httpx.Response:

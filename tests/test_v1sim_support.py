@@ -14,6 +14,8 @@ import httpx
 from v1sim.process import SimulatorProcess
 
 TOKEN = "test-sim-token"
+# The contract tests' own simulator (fixtures `sim` and `client` in tests/conftest.py).
+CAPACITY = 3
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAIN = {**AUTH, "x-openclaw-agent-id": "main"}
 CHAT = "/v1/chat/completions"
