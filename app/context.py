@@ -14,6 +14,7 @@ from taskrecord.estimator import EstimateCache
 from taskrecord.live import AsyncLiveStore
 from taskrecord.settings import Settings
 from taskrecord.store.repo import TaskStore
+from taskrecord.tenants import TenantPolicies
 
 
 @dataclass
@@ -27,3 +28,4 @@ class GatewayContext:
     metrics: GatewayMetrics
     estimates: EstimateCache
     v1_probe: V1Probe
+    tenants: TenantPolicies  # each tenant's quotas, weight and highest priority

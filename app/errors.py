@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,28 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers
         self.extra = extra
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="Where: dotted path in the body, or the parameter's name.")
+    problem: str
+
+
+class ErrorInfo(BaseModel):
+    # Some errors carry more fields (`state` of a 409, `max_priority`...): allowed.
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Machine-readable kind, e.g. `not_found`, `queue_full`.")
+    message: str = Field(description="What went wrong, for people; never echoes user text.")
+    details: list[ErrorDetail] | None = Field(
+        None, description="422/413 validation errors: one entry per problem (at most 20)."
+    )
+
+
+class ErrorBody(BaseModel):
+    """The one error envelope of the gateway (its shape in the OpenAPI document)."""
+
+    error: ErrorInfo
 
 
 def envelope(type_: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -90,6 +115,25 @@ def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(envelope("invalid_request", message, details=details), 422)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """`Allow` of a 405: every method some route takes on this path. Starlette names only
+    the first route whose path matched (`POST` for `GET`+`POST /v1/tasks`)."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+
+    def taken(method: str) -> bool:
+        probe = {"type": "http", "path": path, "root_path": root, "method": method, "headers": []}
+        return any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(method for method in _METHODS if taken(method))
+
+
+REDIS_UNAVAILABLE = "the task store (Redis) is not reachable; retry shortly"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -107,11 +151,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return validation_response(errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(exc.status_code, "error")
-        return JSONResponse(
-            envelope(type_, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return JSONResponse(envelope(type_, str(exc.detail)), exc.status_code, headers=headers)
+
+    @app.exception_handler(redis.exceptions.RedisError)
+    async def _redis_down(_request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+        # Redis is the live store: without it nothing can be read or changed right now.
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return JSONResponse(envelope("unavailable", REDIS_UNAVAILABLE), 503,
+                            headers={"Retry-After": "5"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

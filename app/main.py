@@ -12,13 +12,28 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
-from app.api import admin, events, health, metrics, tasks, ws
+from app.api import (
+    admin,
+    dead_letters,
+    deliveries,
+    events,
+    health,
+    metrics,
+    openai_chat,
+    openai_responses,
+    schedules,
+    tasks,
+    usage,
+    ws,
+)
 from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.errors import install_error_handlers
 from app.guard import RequestGuard
 from app.metrics import GatewayMetrics
+from app.openapi import install_openapi
 from app.schemas import configure_limits
 from app.v1_probe import V1Probe
 from taskrecord.broker import create_client_app
@@ -28,6 +43,7 @@ from taskrecord.live import AsyncLiveStore, LiveStore
 from taskrecord.settings import Settings, get_settings
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
+from taskrecord.tenants import TenantPolicies
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics=GatewayMetrics(),
             estimates=EstimateCache(client),
             v1_probe=V1Probe(settings),
+            tenants=TenantPolicies(settings),
         )
         await anyio.to_thread.run_sync(_warm_publisher, celery)
         app.state.bridge = EventBridge(client)
@@ -77,22 +94,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
             celery.close()
 
-    app = FastAPI(
+    # /docs loads Swagger UI from the installed fastapi-offline package, not from a CDN: it
+    # works with no internet. No /redoc: ReDoc's bundle always loads a logo from its CDN.
+    app = FastAPIOffline(
         title="OpenClaw V2 gateway",
         version="0.1.0",
         lifespan=lifespan,
         description="Asynchronous task gateway in front of OpenClaw V1.",
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},  # no call to swagger.io
     )
+    install_openapi(app, settings)
     install_error_handlers(app)
     # Outside the routes, before any body is read: unknown keys (401) and big bodies (413).
     app.add_middleware(RequestGuard, settings=settings)
     configure_limits(settings)
     app.include_router(health.router)
+    app.include_router(dead_letters.router)  # POST /v1/tasks/retry (bulk, by filter)
     app.include_router(tasks.router)
+    app.include_router(usage.router)
+    app.include_router(schedules.router)
     app.include_router(events.router)
     app.include_router(ws.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.include_router(deliveries.router)
+    app.include_router(openai_responses.router)
+    app.include_router(openai_chat.router)
     return app
 
 

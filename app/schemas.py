@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictFloat,
     StrictInt,
     StringConstraints,
@@ -29,18 +30,42 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.errors import safe_text
+from app.submit_fields import SCHEDULE_RULES, IfBusy, UnixTime
 from taskrecord.settings import Settings
 from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import aware, utc
 
-AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
 SessionId = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
+]
+# Printable ASCII (a URL; IDNs in punycode); the policy checks it at submit (app.webhooks).
+# "" (no webhook) or an http(s) URL; that it must resolve to a public address (or one in
+# WEBHOOK_ALLOWED_HOSTS) is checked at submit and cannot be said in JSON Schema.
+WebhookUrl = Annotated[
+    str, StringConstraints(max_length=2048, pattern=r"^([hH][tT][tT][pP][sS]?://[!-~]+)?$")
 ]
 MetadataValue = str | int | float | bool | None
 METADATA_MAX_KEYS = 32
 METADATA_MAX_JSON = 4096
+WEEK = 7 * 86_400
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A character `str.strip()` keeps (not `\S`: JavaScript's `\s`, which OpenAPI tools use,
+# lacks \x1c-\x1f and \x85). The schema's way of saying "not blank".
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+TASK_EXAMPLES: list[JsonValue] = [
+    {"message": "Summarise yesterday's build failures", "session_id": "conv-42"},
+    {
+        "messages": [
+            {"role": "system", "content": "Answer in one sentence."},
+            {"role": "user", "content": "What does the deploy script do?"},
+        ],
+        "priority": 7,
+        "estimated_seconds": 30,
+        "metadata": {"ticket": "OPS-1234"},
+    },
+]
 
 
 class InputLimits:
@@ -81,13 +106,21 @@ def _refuse_unknown_keys(data: Any, model: type[BaseModel]) -> None:
             )
 
 
+def _integral(value: Any) -> Any:
+    """2.0 is the integer 2 in JSON (and JSON Schema); 2.5, true and "2" stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Finite = BeforeValidator(_finite)
+Integral = BeforeValidator(_integral)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: str = Field(json_schema_extra={"pattern": NOT_BLANK})  # as `_content` checks
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +139,9 @@ class ChatMessage(BaseModel):
 class TaskCreate(BaseModel):
     """POST /v1/tasks body: `message` (text) or `messages` (chat history), not both."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": TASK_EXAMPLES, "allOf": SCHEDULE_RULES}
+    )
 
     message: str | None = Field(None, description="The user's message.")
     messages: list[ChatMessage] | None = Field(
@@ -116,21 +151,46 @@ class TaskCreate(BaseModel):
     session_id: SessionId | None = Field(
         None, description="Conversation id; tasks of one session run one at a time, in order."
     )
-    priority: Annotated[StrictInt, Finite] = Field(
+    priority: Annotated[StrictInt, Finite, Integral] = Field(
         5,
         ge=0,
         le=10,
         description="0-10, at most the tenant's maximum (TENANT_MAX_PRIORITY, 10 for "
         "PRIORITY_TENANTS); above PRIORITY_THRESHOLD (8) uses the priority queue.",
     )
-    estimated_seconds: Annotated[StrictFloat, Finite] | None = Field(
-        None, gt=0, le=7 * 86_400, description="Your guess of the run time; picks the queue."
+    # Bounds inside Annotated, before `Finite`: elsewhere pydantic still checks them but
+    # writes raw `gt`/`le` keys into the JSON schema, which OpenAPI tools ignore.
+    estimated_seconds: Annotated[StrictFloat, Field(gt=0, le=WEEK), Finite] | None = Field(
+        None, description="Your guess of the run time; picks the queue."
     )
-    timeout_seconds: Annotated[StrictInt, Finite] | None = Field(
-        None, ge=1, le=7 * 86_400, description="Run-time limit if below the tier's limit."
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=WEEK), Finite, Integral] | None = Field(
+        None, description="Run-time limit if below the tier's limit."
     )
     metadata: dict[str, MetadataValue] | None = Field(
-        None, description=f"At most {METADATA_MAX_KEYS} keys, {METADATA_MAX_JSON} bytes of JSON."
+        None,
+        description=f"At most {METADATA_MAX_KEYS} keys, {METADATA_MAX_JSON} bytes of JSON.",
+        json_schema_extra={"maxProperties": METADATA_MAX_KEYS},
+    )
+    webhook_url: WebhookUrl | None = Field(
+        None,
+        description="http(s) URL that gets a signed POST (Standard Webhooks) when the task "
+        "ends; public addresses only. Unset: the tenant's default; empty: none.",
+    )
+    if_busy: IfBusy | None = Field(
+        None,
+        description="Needs session_id. When the conversation already has live tasks: "
+        "`enqueue` (default) runs this one after them; `reject` answers 409 "
+        "`conversation_busy` naming the task; `interrupt` cancels them (the running one "
+        "keeps its partial output) and runs this one next; `replace_queued` cancels those "
+        "not yet started and keeps the running one. Runs scheduled for later do not count.",
+    )
+    run_at: UnixTime | None = Field(
+        None,
+        description="Run no earlier than this: ISO 8601 with a time zone, or unix seconds; "
+        "at most ABSOLUTE_TIME_LIMIT ahead, not in the past. The task waits `queued`.",
+    )
+    delay_seconds: Annotated[StrictFloat, Field(ge=0), Finite] | None = Field(
+        None, description="Run no earlier than this many seconds from now (not with run_at)."
     )
 
     @model_validator(mode="before")
@@ -188,6 +248,15 @@ class TaskCreate(BaseModel):
             raise ValueError("message is empty")
         if self.messages is not None and not any(m.role == "user" for m in self.messages):
             raise ValueError("messages has no non-empty user message")
+        if self.if_busy is not None and self.session_id is None:
+            raise ValueError("if_busy: needs session_id (it applies to a conversation)")
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give at most one of `run_at` or `delay_seconds`")
+        scheduled = self.run_at is not None or self.delay_seconds is not None
+        if scheduled and self.if_busy not in (None, "enqueue"):
+            # The policy acts when the task is submitted, not when it comes due.
+            raise ValueError(f"if_busy: {self.if_busy} cannot be combined with run_at or "
+                             "delay_seconds (a scheduled task is enqueued)")  # fmt: skip
         return self
 
     def chat(self) -> list[dict[str, str]]:
@@ -229,6 +298,7 @@ class TaskOut(BaseModel):
     partial: str | None = None
     cancel_requested: bool = False
     metadata: dict[str, MetadataValue] | None = None
+    scheduled_for: datetime | None = None
 
     @classmethod
     def from_live(cls, f: dict[str, str], partial: str | None) -> TaskOut:
@@ -256,6 +326,7 @@ class TaskOut(BaseModel):
             partial=partial if state in ("cancelled", "timed_out", "failed", "running") else None,
             cancel_requested=f.get("cancel_requested") == "1",
             metadata=json.loads(f["metadata"]) if f.get("metadata") else None,
+            scheduled_for=when("scheduled_for"),
         )
 
     @classmethod

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 import uuid
 
 import redis.exceptions
 
+from app import idempotency
 from app.context import GatewayContext
 from app.errors import ApiError
 from app.schemas import TaskCreate
-from taskrecord import keys
-from taskrecord.live import dumps, text
+from app.submit_policy import busy_refusal, cancel_displaced, due_at
+from app.token_budget import check_token_budget
+from app.webhooks import webhook_url_for
+from taskrecord.live import TenantQuota, create_result
 from taskrecord.message import run_message
-from taskrecord.routing import choose_queue, choose_tier
-from taskrecord.settings import Settings
+from taskrecord.new_task import TaskSpec, task_fields
+from taskrecord.tenants import TenantPolicy
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,8 @@ async def submit(
         what = "the message has" if body.messages is None else "the messages have together"
         raise ApiError(413, "message_too_large", f"{what} {chars} characters; the limit is "
                        f"{settings.max_message_chars} (MAX_MESSAGE_CHARS)")  # fmt: skip
-    ceiling = max_priority(settings, tenant)
+    policy = ctx.tenants(tenant)
+    ceiling = policy.max_priority
     if body.priority > ceiling:
         raise ApiError(422, "priority_not_allowed", f"priority: {body.priority} is above this "
                        f"tenant's maximum of {ceiling} (TENANT_MAX_PRIORITY; tenants listed "
@@ -57,6 +62,9 @@ async def submit(
     if settings.v1_agents and agent_id not in settings.v1_agents:
         raise ApiError(422, "unknown_agent", f"unknown agent {agent_id!r}; known: "
                        f"{', '.join(settings.v1_agents)}")  # fmt: skip
+    webhook_url = await webhook_url_for(settings, tenant, body.webhook_url)
+    due = due_at(body, settings, time.time())  # 0.0: not scheduled
+    await check_token_budget(ctx, policy)  # 429 token_budget_exhausted (off by default)
     task_id = str(uuid.uuid4())
     try:
         if idempotency_key is not None:
@@ -64,54 +72,62 @@ async def submit(
             if existing is not None:
                 return existing, None
         guess = await ctx.estimates.estimate(agent_id, chars, body.estimated_seconds)
-        queue = choose_queue(body.priority, guess.seconds, settings)
         now = time.time()
-        fields: dict[str, str] = {
-            "id": task_id,
-            "tenant": tenant,
-            "state": "queued",
-            "queue": queue,
-            "tier": choose_tier(guess.seconds, settings),
-            "priority": str(body.priority),
-            "estimated_seconds": str(guess.seconds),
-            "estimate_source": guess.source,
-            "agent_id": agent_id,
-            "session_id": body.session_id or "",
-            "created_at": f"{now:.6f}",
-            "attempts": "0",
-            "dispatch": "1",
-            "timeout_seconds": str(body.timeout_seconds or ""),
-            "request": dumps({"messages": body.chat()}),
-            "metadata": dumps(body.metadata) if body.metadata else "",
-        }
+        # The record every new task gets (schedules' firings build it the same way).
+        spec = TaskSpec(body.chat(), agent_id, body.session_id or "", body.priority,
+                        body.estimated_seconds, body.timeout_seconds, body.metadata,
+                        webhook_url)  # fmt: skip
+        fields = task_fields(settings, policy, spec, task_id, guess, now)
+        queue = fields["queue"]
+        queued: dict[str, object] = {"queue": queue, "priority": body.priority}
+        if due:
+            fields["scheduled_for"] = f"{due:.6f}"
+            queued["scheduled_for"] = round(due, 6)
         call = ctx.live.calls.create(
-            task_id, fields, {"queue": queue, "priority": body.priority},
-            now + settings.absolute_time_limit, queue, settings.queue_limit,
+            task_id, fields, queued,
+            # A scheduled task's absolute limit counts from when it is due.
+            (due or now) + settings.absolute_time_limit, queue, settings.queue_limit,
             run_message(task_id, 1, queue),
+            TenantQuota(tenant, policy.max_queued, policy.rate_per_second, policy.burst),
+            if_busy=body.if_busy or "", due_at=due,
         )  # fmt: skip
-        outcome = text(await ctx.live.run(call))
+        created = create_result(await ctx.live.run(call))
+        outcome = created.outcome
     except redis.exceptions.RedisError as exc:
         log.warning("redis unavailable on submit: %s", type(exc).__name__)
+        await idempotency.release(ctx, tenant, idempotency_key)
         ctx.metrics.refused.labels("unavailable").inc()
         raise ApiError(503, "unavailable", REDIS_DOWN, headers={"Retry-After": "5"}) from exc
+    if outcome.startswith(("tenant_full:", "rate:")):
+        await _forget_idempotency(ctx, tenant, idempotency_key)
+        raise _tenant_refusal(outcome, policy)
     if outcome.startswith("full:"):
         await _forget_idempotency(ctx, tenant, idempotency_key)
         ctx.metrics.refused.labels("queue_full").inc()
         raise ApiError(429, "queue_full", f"the {queue} queue holds {outcome[5:]} tasks (limit "
                        f"{settings.queue_limit}); retry later",
                        headers={"Retry-After": "10"})  # fmt: skip
+    if outcome.startswith("busy:"):
+        await _forget_idempotency(ctx, tenant, idempotency_key)
+        ctx.metrics.refused.labels("conversation_busy").inc()
+        raise busy_refusal(outcome[5:])
+    await cancel_displaced(ctx, task_id, body.if_busy, created.to_cancel)
+    await idempotency.confirm(ctx, tenant, idempotency_key, fingerprint(body), task_id)
     ctx.metrics.submitted.labels(queue).inc()
     return task_id, fields
 
 
-def max_priority(settings: Settings, tenant: str) -> int:
-    """The highest priority `tenant` may ask for: 10 for PRIORITY_TENANTS, else
-    TENANT_MAX_PRIORITY (unset: PRIORITY_THRESHOLD, the top of the non-priority queues)."""
-    if tenant in settings.priority_tenants:
-        return 10
-    if settings.tenant_max_priority is not None:
-        return settings.tenant_max_priority
-    return settings.priority_threshold
+def _tenant_refusal(outcome: str, policy: TenantPolicy) -> ApiError:
+    """429 naming which of the tenant's limits the submit hit."""
+    kind, _, detail = outcome.partition(":")
+    if kind == "rate":
+        wait = max(1, math.ceil(float(detail)))
+        return ApiError(429, "rate_limited", f"this tenant may submit {policy.rate_per_second:g} "
+                        f"tasks per second (bursts of {policy.burst}); retry in {wait} s",
+                        headers={"Retry-After": str(wait)})  # fmt: skip
+    return ApiError(429, "tenant_queue_full", f"this tenant has {detail} unfinished tasks, its "
+                    f"limit (TENANT_MAX_QUEUED) is {policy.max_queued}; retry when some "
+                    "have finished", headers={"Retry-After": "10"})  # fmt: skip
 
 
 def check_idempotency_key(key: str) -> None:
@@ -122,25 +138,12 @@ def check_idempotency_key(key: str) -> None:
                        "ASCII characters")  # fmt: skip
 
 
-def _idempotency_name(tenant: str, key: str) -> str:
-    return keys.idempotency_key(tenant, hashlib.sha256(key.encode()).hexdigest())
-
-
 async def _claim_idempotency(
     ctx: GatewayContext, tenant: str, key: str, body: TaskCreate, task_id: str
 ) -> str | None:
-    name = _idempotency_name(tenant, key)
-    if await ctx.redis.set(name, f"{task_id}|{fingerprint(body)}", nx=True,
-                           ex=ctx.settings.result_ttl):  # fmt: skip
-        return None
-    first_id, _, first_print = text(await ctx.redis.get(name) or b"").partition("|")
-    if first_print != fingerprint(body):
-        raise ApiError(409, "idempotency_conflict",
-                       "this Idempotency-Key was used for a different request")  # fmt: skip
-    return first_id
+    return await idempotency.claim(ctx, tenant, key, fingerprint(body), task_id)
 
 
 async def _forget_idempotency(ctx: GatewayContext, tenant: str, key: str | None) -> None:
     """A refused submission must not pin its key to a task that does not exist."""
-    if key:
-        await ctx.redis.delete(_idempotency_name(tenant, key))
+    await idempotency.release(ctx, tenant, key)

@@ -23,10 +23,12 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # --------------------------------------------------------------------------- HTTP helpers
 
 
-def api_client(base_url: str, connections: int = 100, timeout: float = 60.0) -> httpx.AsyncClient:
+def api_client(
+    base_url: str, connections: int = 100, timeout: float = 60.0, api_key: str = API_KEY
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
-        headers=AUTH,
+        headers={"Authorization": f"Bearer {api_key}"},
         timeout=timeout,
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         trust_env=False,

@@ -37,6 +37,7 @@ BENCHMARKS = (
     "head_of_line",  # issue 5 #4
     "worker_cpu",  # issue 5 #5
     "crash_recovery",  # issue 5 #6
+    "fairness",  # issue 8
 )
 
 

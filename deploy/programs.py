@@ -6,6 +6,7 @@ One plan shared by the supervisord config the launcher writes and the tests that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from deploy.embedded_valkey import EmbeddedValkey
 from deploy.endpoints import LOOPBACK, Endpoints
@@ -14,6 +15,8 @@ from deploy.layout import Layout
 from taskrecord.settings import Settings
 
 QUEUES = ("priority", "short", "long")
+# Flower's config file: puts its /metrics behind its basic auth (see the file).
+FLOWER_CONFIG = Path(__file__).with_name("flowerconfig.py")
 
 # supervisord starts programs in ascending priority and stops them in descending priority,
 # one program after the other. So: Redis and V1 first; on the way down the gateway stops
@@ -99,6 +102,7 @@ def plan_programs(
         python, "-m", "celery", "-A", "tasks", "flower",
         f"--address={LOOPBACK}",
         f"--port={settings.flower_port}",
+        f"--conf={FLOWER_CONFIG}",
     )  # fmt: skip
     programs.append(Program("flower", flower, _PRIORITY["flower"], stopwaitsecs=10))
     return programs

@@ -15,6 +15,7 @@ from kombu.entity import Queue
 
 from taskrecord.settings import Settings
 from taskrecord.states import QUEUES
+from taskrecord.webhooks import WEBHOOK_QUEUE
 
 RUN_TASK = "openclaw.run"
 
@@ -36,7 +37,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        # The run queues, and the completion webhooks' own (taskrecord.webhooks).
+        "task_queues": [Queue(name) for name in (*QUEUES, WEBHOOK_QUEUE)],  # type: ignore[no-untyped-call]
         "task_default_queue": "short",
         "task_create_missing_queues": False,
         # Late ack: a message stays in kombu's `unacked` hash until its task ends, so one

@@ -21,6 +21,7 @@ from taskrecord.publish import publish_due
 from taskrecord.routing import choose_tier
 from taskrecord.settings import Settings
 from taskrecord.states import TaskState
+from taskrecord.store.deliveries import DeliveryStore
 from taskrecord.store.repo import TaskStore
 
 
@@ -142,6 +143,9 @@ class TaskControl:
         calls = self.live.calls
         tier = choose_tier(row.estimated_seconds, self.settings)
         fields = live_fields_from_row(row, tier)
+        # The SQL row has no webhook URL; the task's deliveries do (its end owes another).
+        latest = DeliveryStore(self.store.engine).latest_for_task(task_id)
+        fields["webhook_url"] = latest.url if latest is not None else ""
         now = time.time()
         fields["created_at"] = f"{now:.6f}"
         dispatch_no = int(fields["dispatch"])

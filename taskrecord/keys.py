@@ -17,13 +17,23 @@ LEASES = f"{PREFIX}:leases"
 # number of live tasks (at most the queue limits plus the running ones).
 DEADLINES = f"{PREFIX}:deadlines"
 # Sorted set task_id -> when it must be handed to Celery (unix s): retries wait here for
-# their delay, and a fresh task stays here until its sender confirms the publish (if the
-# sender dies first, maintenance publishes it). Bounded by the number of live tasks.
+# their delay, scheduled runs (`run_at` / `delay_seconds`) until they are due, and woken
+# tasks until whoever woke them publishes them (if it dies first, maintenance does).
+# Bounded by the number of live tasks.
 DISPATCH_DUE = f"{PREFIX}:dispatch-due"
 # Sorted set task_id -> submission time of tasks not yet copied into the SQL store (the
 # submit path writes Redis only; maintenance copies them in batches). Bounded by the
 # number of tasks submitted since the last copy.
 UNPERSISTED = f"{PREFIX}:unpersisted"
+# Sorted set of completion webhooks to act on -> when (unix s): `t:<task id>` a task with a
+# webhook ended (the end's script adds it; maintenance makes it a delivery), `d:<delivery
+# id>` a delivery's next attempt. Bounded by deliveries in flight: each leaves on success,
+# or after WEBHOOK_MAX_ATTEMPTS or WEBHOOK_MAX_AGE.
+WEBHOOKS_DUE = f"{PREFIX}:webhooks-due"
+# Sorted set schedule id -> when maintenance looks at it next (unix s): its due time, or
+# until when an instance that claimed it is firing it. Bounded by the number of schedules
+# (TENANT_MAX_SCHEDULES per tenant); rebuilt from the SQL store if lost.
+SCHEDULES_DUE = f"{PREFIX}:schedules-due"
 # Hash: paused queues (operators); bounded by the number of queues.
 PAUSED_QUEUES = f"{PREFIX}:paused-queues"
 # Hash agent -> learned duration stats; bounded by the number of agents.

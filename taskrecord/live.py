@@ -32,6 +32,22 @@ class ScriptCall:
 
 
 @dataclass(frozen=True)
+class TenantQuota:
+    """The limits CREATE checks for the submitting tenant (defaults: none)."""
+
+    tenant: str
+    max_queued: int = 2**31
+    rate_per_second: float = 0.0
+    burst: int = 1
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    outcome: str  # 1 accepted, 0 the id exists, or busy:/full:/tenant_full:/rate:<detail>
+    to_cancel: list[str]  # tasks of its conversation it interrupts or replaces (marked)
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     outcome: str  # claimed, missing, terminal, stale, paused, duplicate, wait_session...
     fields: dict[str, str]
@@ -101,12 +117,23 @@ class LiveCalls:
         queue: str,
         queue_limit: int,
         message: str,
+        quota: TenantQuota | None = None,
+        *,
+        if_busy: str = "",
+        due_at: float = 0.0,
     ) -> ScriptCall:
+        """`quota` None: no tenant limit applies (a manual retry rebuilding a record).
+        `if_busy`: what to do when the task's conversation has live tasks ('' or `enqueue`,
+        `reject`, `interrupt`, `replace_queued`); `due_at` (unix s): when a scheduled task
+        is due (0: now); its `deadline` should count from then."""
+        quota = quota or TenantQuota(str(fields.get("tenant", "")))
         flat: list[Arg] = []
         for name, value in fields.items():
             flat.extend((name, value))
         return self._call(live_scripts.CREATE, task_id, self.live_ttl, dumps(queued_data),
-                          deadline, queue, queue_limit, message, *flat)  # fmt: skip
+                          deadline, queue, queue_limit, message, quota.tenant,
+                          quota.max_queued, quota.rate_per_second, quota.burst, if_busy,
+                          f"{due_at:.6f}", *flat)  # fmt: skip
 
     def claim(
         self, task_id: str, worker: str, lease: float, token: str, dispatch: str
@@ -166,6 +193,13 @@ class LiveCalls:
 
     def take_due(self, task_id: str) -> ScriptCall:
         return self._call(live_scripts.TAKE_DUE, task_id)
+
+
+def create_result(raw: Any) -> CreateResult:
+    """CREATE answers 1, 0 or a refusal, or {1, ids to cancel...} (see create.lua)."""
+    if isinstance(raw, list):
+        return CreateResult(text(raw[0]), [text(v) for v in raw[1:]])
+    return CreateResult(text(raw), [])
 
 
 def claim_result(raw: Sequence[Any]) -> ClaimResult:

@@ -83,10 +83,16 @@ def row_from_live(live: dict[str, str], partial: str | None) -> TaskRow:
 
 
 def mirror_live(
-    store: TaskStore, task_id: str, live: dict[str, str], partial: str | None, detail: str | None
+    store: TaskStore,
+    task_id: str,
+    live: dict[str, str],
+    partial: str | None,
+    detail: str | None,
+    *,
+    insert_only: bool = False,
 ) -> None:
     """Write the task's current live state to SQL (inserting the row if it is not there
-    yet: the submit path writes Redis only)."""
+    yet: the submit path writes Redis only). `insert_only`: see `TaskStore.upsert`."""
     if not live.get("id"):
         return
-    store.upsert(row_from_live(live, partial), detail)
+    store.upsert(row_from_live(live, partial), detail, insert_only=insert_only)

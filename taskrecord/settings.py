@@ -7,6 +7,8 @@ descriptions). Nothing reads the environment at import time: entry points call
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from functools import cached_property
 from typing import Annotated, Literal
@@ -20,12 +22,17 @@ DEV_V1_TOKEN = "dev-v1-token"
 TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEV_SESSION_SECRET = "dev-session-secret-change-me"
 DEV_ADMIN_KEY = "dev-admin-key-change-me"
+DEV_METRICS_TOKEN = "dev-metrics-token-change-me"
+DEV_WEBHOOK_SECRET = "whsec_b3BlbmNsYXctZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="
 
 
 class Settings(BaseSettings):
     """Settings for the gateway, the workers, the launcher and the simulator."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting's error must not print secrets (the inputs).
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = Field(
         "development",
@@ -92,10 +99,75 @@ class Settings(BaseSettings):
         description="Tenants allowed priorities up to 10, comma-separated.",
     )
     queue_limit: int = Field(10_000, description="Most queued tasks per queue before 429.")
+    tenants: Annotated[dict[str, dict[str, object]], NoDecode] = Field(
+        default_factory=dict,
+        description='Per-tenant limits as JSON: `{"acme": {"name": "Acme", "weight": 2, '
+        '"max_queued": 500, "rate_per_second": 5, "burst": 20, "max_running": 4, '
+        '"max_priority": 10, "daily_tokens": 1000000}}`; unset fields take the TENANT_* '
+        "defaults.",
+    )
+    tenants_file: str | None = Field(
+        None, description="A JSON file of the same shape as TENANTS (TENANTS wins per tenant)."
+    )
+    tenant_max_queued: int = Field(
+        2_000,
+        ge=1,
+        description="Default most unfinished (queued, paused, running) tasks per tenant "
+        "(more: 429 `tenant_queue_full`).",
+    )
+    tenant_rate_per_second: float = Field(
+        100.0,
+        ge=0,
+        description="Default sustained submits per second per tenant, a token bucket "
+        "(more: 429 `rate_limited`); 0: no limit.",
+    )
+    tenant_burst: int = Field(
+        1_000, ge=1, description="Default submits a tenant may make at once (the bucket's size)."
+    )
+    tenant_max_running: int = Field(
+        0,
+        ge=0,
+        description="Default most concurrent V1 runs per tenant; 0: only V1_MAX_CONCURRENCY.",
+    )
+    tenant_daily_tokens: int = Field(
+        0,
+        ge=0,
+        description="Default V1 tokens (V1's `usage.total_tokens`) a tenant may use per UTC "
+        "day; at or over it a submit gets 429 `token_budget_exhausted` until midnight UTC. "
+        "0: no budget.",
+    )
+    fair_share: bool = Field(
+        True,
+        description="Hand free V1 slots to waiting tenants by weighted fair share (off: one "
+        "shared line by priority then age, the FIFO baseline of `bench.fairness`).",
+    )
+    tenant_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Default weight of a tenant in the fair share of V1 slots among waiting "
+        "tenants.",
+    )
+    tenant_max_schedules: int = Field(
+        100,
+        ge=0,
+        description="Most recurring schedules per tenant (more: 409 `schedule_limit_reached`).",
+    )
+    schedule_min_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Shortest time (s) allowed between two firings of one schedule; a cron "
+        "expression that fires more often is refused (422 `schedule_too_frequent`).",
+    )
     short_time_limit: int = Field(300, description="Run-time limit of the short tier (s).")
     long_time_limit: int = Field(86_400, description="Run-time limit of the long tier (s).")
     absolute_time_limit: int = Field(
         7 * 86_400, description="Limit from submission to end, queued time included (s)."
+    )
+    stall_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="A running task with no output from V1 for this long (s) ends `failed` "
+        "with type `stalled` (V1 call closed, partial output kept); 0: never.",
     )
     short_threshold_seconds: float = Field(
         60.0, description="Tasks expected to take less than this go to the `short` queue."
@@ -160,6 +232,11 @@ class Settings(BaseSettings):
     flower_password: SecretStr = Field(
         SecretStr("admin-change-me"), description="Flower basic-auth password."
     )
+    metrics_token: SecretStr = Field(
+        SecretStr(DEV_METRICS_TOKEN),
+        description="Bearer token Prometheus sends to the gateway's /metrics (without it: "
+        "401). With ENVIRONMENT=production the development default opens nothing: set one.",
+    )
     gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(8000, description="Port of the gateway (`make run`).")
     flower_port: int = Field(5555, description="Port of Flower (`make run`).")
@@ -168,6 +245,39 @@ class Settings(BaseSettings):
         8, description="Concurrent runs the simulator serves; more wait (like V1's maxConcurrent)."
     )
     var_dir: str = Field("./var", description="Data directory (Valkey AOF, SQLite, logs).")
+    webhook_secret: SecretStr = Field(
+        SecretStr(DEV_WEBHOOK_SECRET),
+        description="Key that signs completion webhooks (Standard Webhooks): `whsec_` and the "
+        "base64 of 24-64 random bytes.",
+    )
+    webhook_default_urls: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Completion webhook of each tenant's tasks that name no `webhook_url`, as "
+        "`tenant=url,tenant2=url2`.",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts and CIDRs (comma-separated) that webhooks may reach although they "
+        "are loopback, private, link-local or reserved; every other such address is refused.",
+    )
+    webhook_max_age: float = Field(
+        86_400.0, gt=0, description="Seconds a webhook delivery is retried before it fails."
+    )
+    webhook_max_attempts: int = Field(
+        40, ge=1, description="Most attempts of one webhook delivery."
+    )
+    webhook_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Timeout (s) of each step of a webhook attempt (connect, send, await the "
+        "answer), and the longest a submit waits to resolve a webhook's host.",
+    )
+    webhook_retry_base_delay: float = Field(
+        5.0, gt=0, description="First webhook retry delay (s); it doubles per attempt."
+    )
+    webhook_retry_max_delay: float = Field(
+        3_600.0, gt=0, description="Cap of the webhook retry delay (s)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -187,7 +297,46 @@ class Settings(BaseSettings):
             return pairs
         return value
 
-    @field_validator("v1_agents", "admin_api_keys", "priority_tenants", mode="before")
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _parse_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            parsed = json.loads(value) if value.strip() else {}
+            if not isinstance(parsed, dict):
+                raise ValueError("TENANTS must be a JSON object of tenant -> limits")
+            return parsed
+        return value
+
+    @field_validator("webhook_default_urls", mode="before")
+    @classmethod
+    def _parse_webhook_defaults(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                tenant, sep, url = item.partition("=")
+                if not sep or not url.lower().startswith(("http://", "https://")):
+                    raise ValueError(
+                        "WEBHOOK_DEFAULT_URLS must look like `tenant=https://...,tenant2=...`"
+                    )
+                pairs[tenant.strip()] = url.strip()
+            return pairs
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        try:
+            raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raw = b""
+        if not secret.startswith("whsec_") or not 24 <= len(raw) <= 64:
+            raise ValueError("WEBHOOK_SECRET must be `whsec_` and the base64 of 24-64 bytes")
+        return value
+
+    @field_validator(
+        "v1_agents", "admin_api_keys", "priority_tenants", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _parse_agents(cls, value: object) -> object:
         if isinstance(value, str):
@@ -205,6 +354,8 @@ class Settings(BaseSettings):
                 raise ValueError("ENVIRONMENT=production: set V1_TOKEN")
             if self.v1_session_secret.get_secret_value() == DEV_SESSION_SECRET:
                 raise ValueError("ENVIRONMENT=production: set V1_SESSION_SECRET")
+            if self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
+                raise ValueError("ENVIRONMENT=production: set WEBHOOK_SECRET")
             if self.flower_password.get_secret_value() == "admin-change-me":
                 raise ValueError("ENVIRONMENT=production: set FLOWER_PASSWORD")
         return self

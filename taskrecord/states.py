@@ -35,6 +35,8 @@ class EventType(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    # Sent by the gateway, never stored: events the bounded log no longer holds.
+    TRUNCATED = "truncated"
 
 
 TERMINAL_EVENTS = frozenset(

@@ -11,5 +11,5 @@ from taskrecord.settings import Settings
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the app; without settings, configuration comes from `celeryconfig` lazily."""
     app = create_client_app(settings)
-    app.conf.imports = ("tasks.run", "tasks.queue_control", "tasks.process")
+    app.conf.imports = ("tasks.run", "tasks.queue_control", "tasks.process", "tasks.webhooks")
     return app

@@ -6,6 +6,10 @@
   tasks (see stack-facts: visibility timeout).
 - Absolute limit: a task still queued or paused 7 days after submission ends `timed_out`.
 - Retention: finished tasks older than RETENTION_DAYS leave the SQL store.
+- Completion webhooks: ended tasks become deliveries, due attempts go to the workers
+  (`tasks.webhook_sweep`).
+- Recurring schedules: each due schedule becomes a normal task, once per due time
+  (`tasks.schedule_sweep`).
 
 Several instances may run at once: every step is an atomic script with fencing.
 """
@@ -31,8 +35,12 @@ from taskrecord.mirror import mirror_live
 from taskrecord.publish import publish_due
 from taskrecord.settings import Settings, get_settings
 from taskrecord.states import TaskState
+from taskrecord.store.deliveries import DeliveryStore
 from taskrecord.store.repo import TaskStore
+from taskrecord.store.schedules import ScheduleStore
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
+from tasks.schedule_sweep import ScheduleSweep
+from tasks.webhook_sweep import WebhookSweep
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 600.0
@@ -47,7 +55,10 @@ class Maintenance:
         self.store = store
         self.celery = celery
         self.control = TaskControl(settings, live, store, celery)
-        self._last_retention = 0.0
+        self.webhooks = WebhookSweep(settings, live, DeliveryStore(store.engine), celery)
+        self.schedules = ScheduleSweep(settings, live, ScheduleStore(store.engine))
+        # The first round applies it, even on a machine booted < 10 min ago (monotonic clock).
+        self._last_retention = -RETENTION_EVERY
 
     def run_once(self) -> dict[str, int]:
         counts = {
@@ -56,6 +67,8 @@ class Maintenance:
             "orphans_restored": self.restore_orphans(),
             "dispatched": self.dispatch_due(),
             "expired": self.expire_overdue(),
+            "webhooks": self.webhooks.run_once(),
+            "scheduled": self.schedules.run_once(),
         }
         if time.monotonic() - self._last_retention > RETENTION_EVERY:
             counts["deleted"] = self.apply_retention()
@@ -128,7 +141,8 @@ class Maintenance:
         for task_id in ids:
             fields = self.live.get(task_id)
             if fields:
-                mirror_live(self.store, task_id, fields, None, "submitted")
+                # Insert only: the worker may have moved the row on since `fields` was read.
+                mirror_live(self.store, task_id, fields, None, "submitted", insert_only=True)
         if ids:
             client.zrem(keys.UNPERSISTED, *ids)
         return len(ids)
@@ -162,6 +176,7 @@ class Maintenance:
 
     def apply_retention(self) -> int:
         cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        self.webhooks.apply_retention(cutoff)
         return self.store.delete_finished_before(cutoff)
 
 

@@ -177,7 +177,9 @@ def attempt_deadlines(
     fields: dict[str, str], settings: Any, now: float
 ) -> tuple[float, float | None]:
     """When this attempt must end, and the later end granted once by a promotion."""
-    absolute = float(fields["created_at"]) + settings.absolute_time_limit
+    # A scheduled task's absolute limit counts from when it was due.
+    since = max(float(fields["created_at"]), float(fields.get("scheduled_for") or 0))
+    absolute = since + settings.absolute_time_limit
     client_limit = float(fields["timeout_seconds"]) if fields.get("timeout_seconds") else None
     short_tier = fields.get("tier") == "short" and fields.get("promoted") != "1"
     tier_limit = settings.short_time_limit if short_tier else settings.long_time_limit

@@ -8,7 +8,8 @@ stream. Tests may inject an httpx transport.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from tasks.errors import (
 )
 
 MAX_ERROR_BODY = 4096
+# Where an event stream's lines end (the SSE spec): CR, LF or CRLF, nothing else.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass
@@ -93,7 +96,7 @@ class V1Client:
                 if response.headers.get("content-type", "").startswith("application/json"):
                     _read_json(response, result, on_delta)
                 else:
-                    _read_stream(response.iter_lines(), result, on_delta)
+                    _read_stream(sse_lines(response.iter_bytes()), result, on_delta)
         except V1Error:
             raise
         except httpx.TimeoutException as exc:
@@ -136,6 +139,19 @@ def _read_json(response: httpx.Response, result: V1Result, on_delta: Callable[[s
         on_delta(content)
     result.finish_reason = choice.get("finish_reason")
     result.usage = payload.get("usage")
+
+
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of an event stream. Not httpx's `iter_lines`: like str.splitlines it also
+    breaks at U+2028, U+2029, U+0085 and a few controls, which V1's JSON may carry raw (a
+    JavaScript JSON.stringify does not escape them), and the chunk would no longer parse."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = _LINE_END.split(pending + chunk)
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
 
 
 def _read_stream(lines: Iterator[str], result: V1Result, on_delta: Callable[[str], None]) -> None:

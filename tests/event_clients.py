@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from tasks.v1_client import sse_lines
 from tests.harness import API_KEY
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -69,7 +70,8 @@ def sse_events(
     ) as response:
         assert response.status_code == 200, response.read()
         current: dict[str, str] = {}
-        for line in response.iter_lines():
+        # Split only at CR/LF, as SSE does: event JSON may hold a raw U+2028.
+        for line in sse_lines(response.iter_bytes()):
             if line == "":
                 if "data" in current:
                     event = json.loads(current["data"])

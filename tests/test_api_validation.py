@@ -7,7 +7,10 @@ import uuid
 import httpx
 import pytest
 
+from taskrecord.settings import DEV_METRICS_TOKEN
 from tests.harness import API_KEY, OTHER_API_KEY, System, submit, wait_terminal
+
+METRICS_AUTH = {"Authorization": f"Bearer {DEV_METRICS_TOKEN}"}
 
 
 @pytest.mark.parametrize(
@@ -157,7 +160,7 @@ def test_health_endpoints(system: System) -> None:
 def test_metrics_count_submissions_and_show_queues(system: System) -> None:
     with system.client() as api:
         submit(api, "counted", priority=9)
-    body = httpx.get(f"{system.url}/metrics").text
+    body = httpx.get(f"{system.url}/metrics", headers=METRICS_AUTH).text
     assert 'openclaw_tasks_submitted_total{queue="priority"}' in body
     assert 'openclaw_queue_depth{queue="long"}' in body
     assert "openclaw_v1_breaker_open 0.0" in body

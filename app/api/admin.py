@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.deps import Context, bearer_key
 from app.errors import ApiError
+from app.openapi import Responses, errors
 from app.overview import read_overview
 from taskrecord import keys
 from taskrecord.breaker import describe
@@ -39,7 +40,26 @@ def _check_queue(queue: str) -> None:
         raise ApiError(404, "not_found", f"no queue {queue!r}; queues: {', '.join(QUEUES)}")
 
 
-@router.get("/queues")
+_QUEUES_EXAMPLE = {
+    "queues": {
+        "priority": {"depth": 0, "paused": False},
+        "short": {"depth": 12, "paused": False},
+        "long": {"depth": 3, "paused": True},
+    },
+    "v1_budget": {"limit": 8, "in_use": 5, "waiting": 2},
+    "breaker": {"state": "closed"},
+}
+_BREAKER_EXAMPLE = {"state": "open", "failures": "5", "until": "1700000030.5",
+                    "opened_at": "1700000000.5", "times_opened": "1"}  # fmt: skip
+_NO_QUEUE = errors((404, "No such queue.", {"not_found": "no queue 'x'; queues: "
+                    "priority, short, long"}))  # fmt: skip
+
+
+def _example(value: object) -> Responses:
+    return {200: {"content": {"application/json": {"example": value}}}}
+
+
+@router.get("/queues", responses=_example(_QUEUES_EXAMPLE))
 async def queues(ctx: Context, _admin: Admin) -> dict[str, Any]:
     now = await read_overview(ctx)
     return {
@@ -53,12 +73,15 @@ async def queues(ctx: Context, _admin: Admin) -> dict[str, Any]:
     }
 
 
-@router.get("/breaker")
+@router.get("/breaker", responses=_example(_BREAKER_EXAMPLE))
 async def breaker(ctx: Context, _admin: Admin) -> dict[str, str]:
     return describe(await ctx.redis.hgetall(keys.BREAKER))
 
 
-@router.post("/queues/{queue}/pause")
+@router.post(
+    "/queues/{queue}/pause",
+    responses={**_example({"queue": "short", "paused": True, "workers": 2}), **_NO_QUEUE},
+)
 async def pause_queue(queue: str, ctx: Context, _admin: Admin) -> dict[str, Any]:
     """Workers stop taking from the queue (see tasks.queue_control); tasks stay queued."""
     _check_queue(queue)
@@ -71,7 +94,10 @@ async def pause_queue(queue: str, ctx: Context, _admin: Admin) -> dict[str, Any]
     return {"queue": queue, "paused": True, "workers": len(replies or [])}
 
 
-@router.post("/queues/{queue}/resume")
+@router.post(
+    "/queues/{queue}/resume",
+    responses={**_example({"queue": "short", "paused": False, "workers": 2}), **_NO_QUEUE},
+)
 async def resume_queue(queue: str, ctx: Context, _admin: Admin) -> dict[str, Any]:
     _check_queue(queue)
     await ctx.redis.hdel(keys.PAUSED_QUEUES, queue)

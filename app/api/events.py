@@ -6,34 +6,47 @@ their own) gets exactly what it missed. The stream closes after the terminal eve
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.streams import Feed, SlowConsumer
+from app.api.streams import LOG_EXPIRED, Feed, SlowConsumer, log_expired
 from app.api.tasks_read import load_task
 from app.deps import Context, Tenant
 from app.errors import ApiError
+from app.openapi import errors, event_stream
 
 router = APIRouter(tags=["events"])
+# Seqs are small; a bigger cursor is refused (past 2**64 Redis refused it mid-stream).
+MAX_SEQ = 10**15 - 1
+SEQ = re.compile(r"[0-9]{1,15}")
 
 
-@router.get("/v1/tasks/{task_id}/events", response_class=EventSourceResponse)
+@router.get(
+    "/v1/tasks/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: event_stream(),
+        **errors(404, 410, (422, "`Last-Event-ID` or `after` is not a seq number.")),
+    },
+)
 async def task_events(
     task_id: str,
     request: Request,
     ctx: Context,
     tenant: Tenant,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="As Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     await load_task(ctx, tenant, task_id)  # 404 unless it is this tenant's task
-    try:
-        after_seq = int(last_event_id) if last_event_id not in (None, "") else (after or 0)
-    except ValueError:
-        raise ApiError(422, "invalid_request", "Last-Event-ID must be a seq number") from None
+    if await log_expired(ctx, task_id):
+        raise ApiError(410, "gone", LOG_EXPIRED)  # EventSource stops reconnecting on it
+    if last_event_id and not SEQ.fullmatch(last_event_id):
+        raise ApiError(422, "invalid_request", "Last-Event-ID must be a seq number")
+    after_seq = int(last_event_id) if last_event_id else (after or 0)
     feed = Feed(ctx, request.app.state.bridge, tenant)
     feed.follow_task(task_id, after_seq)
 

@@ -7,7 +7,19 @@ from dataclasses import dataclass
 
 from app.bridge import OVERFLOW, RESYNC, Cursor, EventBridge, Subscriber
 from app.context import GatewayContext
+from taskrecord import keys
 from taskrecord.event_log import Event
+
+LOG_EXPIRED = (
+    "this task's event log expired with its Redis cache (RESULT_TTL); "
+    "GET /v1/tasks/{id} still has its result"
+)
+
+
+async def log_expired(ctx: GatewayContext, task_id: str) -> bool:
+    """A known task without an event log: it ended longer than RESULT_TTL ago (a live task
+    always has its log). Following it would wait for a terminal event that never comes."""
+    return not await ctx.redis.exists(keys.events_key(task_id))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.api.streams import Feed, SlowConsumer
+from app.api.streams import LOG_EXPIRED, Feed, SlowConsumer, log_expired
 from app.api.tasks_read import live_fields
 from app.context import GatewayContext
 from app.deps import bearer_key, tenant_for_key
@@ -115,7 +115,12 @@ async def _read_commands(ws: WebSocket, ctx: GatewayContext, feed: Feed, tenant:
         if command.type == "ping":
             await ws.send_json({"type": "pong"})
         elif command.type == "subscribe" and command.task_id:
-            if await _owns(ctx, tenant, command.task_id):
+            owned = await _owns(ctx, tenant, command.task_id)
+            if owned and await log_expired(ctx, command.task_id):
+                await ws.send_json(
+                    {"type": "error", "task_id": command.task_id, "message": LOG_EXPIRED}
+                )
+            elif owned:
                 feed.follow_task(command.task_id, command.after_seq)
                 await ws.send_json({"type": "subscribed", "task_id": command.task_id})
             else:

@@ -25,17 +25,21 @@ if sk then
     return {'wait_session'}
   end
 end
--- V1's capacity is a budget: never more runs than slots; the rest wait here, by
--- priority then age, and are woken as slots free up.
+-- V1's capacity is a budget: never more runs than slots (nor than the tenant's own cap);
+-- the rest wait in their tenant's list and are woken by fair share as slots free up.
 local lease_until = t + tonumber(ARGV[6])
+local tenant = tenant_of(TK)
 redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', t)
-if not redis.call('ZSCORE', SLOTS, TASK_ID) and redis.call('ZCARD', SLOTS) >= SLOT_LIMIT then
+if not redis.call('ZSCORE', SLOTS, TASK_ID)
+    and (redis.call('ZCARD', SLOTS) >= SLOT_LIMIT or tenant_at_cap(TK, tenant, t, 0)) then
   redis.call('HSET', TK, 'parked', 'capacity')
-  redis.call('ZADD', WAIT, wait_rank(TK), TASK_ID)
+  enqueue_wait(TK, TASK_ID, wait_rank(TK))
   return {'wait_capacity'}
 end
 redis.call('ZADD', SLOTS, lease_until, TASK_ID)
-redis.call('ZREM', WAIT, TASK_ID)
+redis.call('ZADD', tenant_slots(tenant), lease_until, TASK_ID)
+redis.call('EXPIRE', tenant_slots(tenant), math.ceil(tonumber(ARGV[6])) + 60)
+leave_wait(TK, TASK_ID)
 local attempt = redis.call('HINCRBY', TK, 'attempts', 1)
 redis.call('HSET', TK, 'state', 'running', 'worker', ARGV[5], 'attempt_token', ARGV[7],
   'lease_until', fmt(lease_until), 'answered', '0', 'output_started', '0',

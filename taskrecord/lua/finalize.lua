@@ -13,6 +13,13 @@ if ARGV[5] ~= '' and redis.call('HGET', TK, 'attempt_token') ~= ARGV[5] then ret
 local partial = redis.call('GET', PARTIAL) or ''
 local state = ARGV[6]
 local data, extra
+local reason, err = ARGV[9], ARGV[8]
+-- A cancel asked with a reason (cancel.lua; a new task that interrupts or replaces it,
+-- create.lua) ends with that reason, whoever carries it out (worker, maintenance).
+local asked = redis.call('HGET', TK, 'cancel_reason') or ''
+if state == 'cancelled' and asked ~= '' then
+  reason, err = asked, cjson.encode({type = 'cancelled', message = asked})
+end
 if state == 'succeeded' then
   data = '{"result":' .. ARGV[7] .. '}'
   extra = {'result', ARGV[7]}
@@ -21,8 +28,8 @@ elseif state == 'failed' then
   data = '{"error":' .. ARGV[8] .. ',"partial":' .. cjson.encode(partial) .. '}'
   extra = {'error', ARGV[8]}
 else
-  data = '{"partial":' .. cjson.encode(partial) .. ',"reason":' .. cjson.encode(ARGV[9]) .. '}'
-  extra = {'error', ARGV[8]}
+  data = '{"partial":' .. cjson.encode(partial) .. ',"reason":' .. cjson.encode(reason) .. '}'
+  extra = {'error', err}
 end
 emit(state, data)
 return answer({1, partial}, ended(state, tonumber(ARGV[10]), extra))

@@ -5,6 +5,6 @@ if not st then return 'missing' end
 if st ~= 'queued' then return st end
 redis.call('HSET', TK, 'state', 'paused')
 -- Waiting for a V1 slot: leave that line; resume dispatches it again.
-if redis.call('ZREM', WAIT, TASK_ID) == 1 then redis.call('HSET', TK, 'parked', 'paused') end
+if leave_wait(TK, TASK_ID) == 1 then redis.call('HSET', TK, 'parked', 'paused') end
 emit('paused', '{}')
 return 'paused'

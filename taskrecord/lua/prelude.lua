@@ -55,6 +55,39 @@ local function wake(id, woken)
   end
   return false
 end
+-- Weighted fair share of V1 slots among tenants: each task waits in its line (its tenant's
+-- own, field `line`; one shared line `*` when FAIR_SHARE is off), by priority then age;
+-- TENANTQ orders the waiting lines by virtual time, which grows by 1/weight per task woken
+-- from the line, and a line that starts waiting joins at the clock (the virtual time of
+-- the last line served), so idleness earns no credit.
+local TENANTQ, VCLOCK = P .. 'v1wait-tenants:' .. BUDGET, P .. 'v1vclock:' .. BUDGET
+local function tenant_of(tk) return redis.call('HGET', tk, 'tenant') or '' end
+local function line_of(tk) return redis.call('HGET', tk, 'line') or tenant_of(tk) end
+local function wait_key(line) return WAIT .. ':' .. line end
+local function tenant_slots(tenant) return SLOTS .. ':' .. tenant end
+local function enqueue_wait(tk, id, rank)
+  local line = line_of(tk)
+  redis.call('ZADD', wait_key(line), rank, id)
+  if not redis.call('ZSCORE', TENANTQ, line) then
+    redis.call('ZADD', TENANTQ, tonumber(redis.call('GET', VCLOCK) or '0'), line)
+  end
+end
+-- 1 if the task was waiting for a slot (it no longer is).
+local function leave_wait(tk, id)
+  local line = line_of(tk)
+  local wk = wait_key(line)
+  local removed = redis.call('ZREM', wk, id)
+  if removed == 1 and redis.call('ZCARD', wk) == 0 then redis.call('ZREM', TENANTQ, line) end
+  return removed
+end
+-- Runs the tenant has (plus `extra` about to start) against its cap (0: no cap).
+local function tenant_at_cap(tk, tenant, t, extra)
+  local cap = tonumber(redis.call('HGET', tk, 'max_running') or '0') or 0
+  if cap <= 0 then return false end
+  local ts = tenant_slots(tenant)
+  redis.call('ZREMRANGEBYSCORE', ts, '-inf', t)
+  return redis.call('ZCARD', ts) + extra >= cap
+end
 local function wait_rank(tk)
   local r = redis.call('HMGET', tk, 'priority', 'created_at')
   return (10 - tonumber(r[1] or '5')) * 1e10 + tonumber(r[2] or '0')
@@ -64,7 +97,8 @@ end
 local function release(keep_session)
   local woken = {}
   redis.call('ZREM', SLOTS, TASK_ID)
-  redis.call('ZREM', WAIT, TASK_ID)
+  redis.call('ZREM', tenant_slots(tenant_of(TK)), TASK_ID)
+  leave_wait(TK, TASK_ID)
   local sk = session_key(TK)
   if sk and not keep_session then
     local before = redis.call('ZRANGE', sk, 0, 0)[1]
@@ -72,13 +106,40 @@ local function release(keep_session)
     local head = redis.call('ZRANGE', sk, 0, 0)[1]
     if head and head ~= before then wake(head, woken) end
   end
-  redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now())
+  local t = now()
+  redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', t)
   local free = SLOT_LIMIT - redis.call('ZCARD', SLOTS)
+  local capped, started = {}, {}
   while free > 0 do
-    local w = redis.call('ZPOPMIN', WAIT)
-    if #w == 0 then break end
-    if wake(w[1], woken) then free = free - 1 end
+    local head = redis.call('ZRANGE', TENANTQ, 0, 0, 'WITHSCORES')
+    if #head == 0 then break end
+    local line, vt = head[1], tonumber(head[2])
+    local wk = wait_key(line)
+    local id = redis.call('ZRANGE', wk, 0, 0)[1]
+    local tk = id and (P .. 'task:' .. id)
+    local tenant = id and tenant_of(tk)
+    if not id then
+      redis.call('ZREM', TENANTQ, line)
+    elseif tenant_at_cap(tk, tenant, t, started[tenant] or 0) then
+      -- Its tenant is at its own cap: set the line aside for this round, keep its place.
+      redis.call('ZREM', TENANTQ, line)
+      capped[#capped + 1] = {vt, line}
+    else
+      redis.call('ZREM', wk, id)
+      redis.call('SET', VCLOCK, vt)
+      if redis.call('ZCARD', wk) == 0 then
+        redis.call('ZREM', TENANTQ, line)
+      else
+        local weight = tonumber(redis.call('HGET', tk, 'weight') or '1') or 1
+        redis.call('ZADD', TENANTQ, vt + 1 / weight, line)
+      end
+      if wake(id, woken) then
+        free = free - 1
+        started[tenant] = (started[tenant] or 0) + 1
+      end
+    end
   end
+  for _, entry in ipairs(capped) do redis.call('ZADD', TENANTQ, entry[1], entry[2]) end
   return woken
 end
 -- {head..., #woken, woken..., the task's hash as field, value...}: callers mirror the
@@ -94,9 +155,15 @@ local function ended(st, ttl, extra)
   local fields = {'state', st, 'finished_at', fmt(now()), 'lease_until', '0', 'parked', ''}
   for _, v in ipairs(extra) do fields[#fields + 1] = v end
   redis.call('HSET', TK, unpack(fields))
+  redis.call('ZREM', P .. 'tenant-live:' .. tenant_of(TK), TASK_ID)
   redis.call('ZREM', LEASES, TASK_ID)
   redis.call('ZREM', DEADLINES, TASK_ID)
   redis.call('ZREM', DUE, TASK_ID)
+  -- Its completion webhook is owed from here, whoever ended it (maintenance makes the
+  -- delivery): in this script, so no end can be recorded without it.
+  if (redis.call('HGET', TK, 'webhook_url') or '') ~= '' then
+    redis.call('ZADD', P .. 'webhooks-due', 'NX', now(), 't:' .. TASK_ID)
+  end
   local woken = release(false)
   expire_task(ttl)
   return woken

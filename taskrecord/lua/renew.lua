@@ -6,5 +6,8 @@ local lease_until = now() + tonumber(ARGV[6])
 redis.call('HSET', TK, 'lease_until', fmt(lease_until))
 redis.call('ZADD', LEASES, lease_until, TASK_ID)
 redis.call('ZADD', SLOTS, 'XX', lease_until, TASK_ID)
+local ts = SLOTS .. ':' .. (redis.call('HGET', TK, 'tenant') or '')
+redis.call('ZADD', ts, 'XX', lease_until, TASK_ID)
+redis.call('EXPIRE', ts, math.ceil(tonumber(ARGV[6])) + 60)
 if r[3] == '1' then return 'cancel' end
 return 'ok'

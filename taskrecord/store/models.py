@@ -53,3 +53,60 @@ class TransitionRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     detail: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
+class DeliveryRow(Base):
+    """One completion webhook message (`id` is its webhook-id), retried until delivered."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)  # no FK: may precede the row
+    tenant: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent (and signed) every attempt
+    trigger: Mapped[str] = mapped_column(String(16))  # `ended` or `resend`
+    state: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryAttemptRow(Base):
+    """One HTTP attempt of a delivery: when, how it ended, how long it took (no body kept)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class ScheduleRow(Base):
+    """A tenant's recurring schedule: a cron expression in a time zone and the task it
+    submits each time (the `POST /v1/tasks` body as given). `next_run_at` is the due time it
+    waits for; moving it on is how a firing is recorded (`store/schedules.py`)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    task: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_task_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_error: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_schedules_tenant_created", "tenant", "created_at"),)

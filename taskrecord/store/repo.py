@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskrecord.states import TaskState
 from taskrecord.store.models import TaskRow, TransitionRow
+from taskrecord.store.usage import UsageStore, count_success
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -44,7 +45,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         stamp, _, task_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         created = datetime.fromtimestamp(float(stamp), UTC)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError) as exc:
+        # OverflowError / OSError: a timestamp no datetime can hold ("inf", 1e300).
         raise ValueError("cursor is not one this API returned") from exc
     if not task_id:
         raise ValueError("cursor is not one this API returned")
@@ -59,13 +61,18 @@ class TaskStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.usage = UsageStore(engine)  # V1 tokens per tenant per day (`count_success`)
 
     def _session(self) -> Session:
         return self._sessions()
 
-    def upsert(self, row: TaskRow, detail: str | None) -> None:
+    def upsert(self, row: TaskRow, detail: str | None, *, insert_only: bool = False) -> None:
         """Insert the task, or update the changing columns of its existing row; either way
-        record the transition. Safe against a concurrent writer of the same task."""
+        record the transition. Safe against a concurrent writer of the same task.
+
+        `insert_only`: a writer whose copy may be older than the row's (maintenance copying
+        a new task read from Redis a moment ago) only inserts a missing row: an existing one
+        was written by the task's own worker, later, and must not go back in time."""
         changing = {
             "state": row.state, "queue": row.queue, "attempts": row.attempts,
             "started_at": row.started_at, "finished_at": row.finished_at,
@@ -74,17 +81,28 @@ class TaskStore:
         for attempt in range(2):
             try:
                 with self._session() as session, session.begin():
-                    if session.get(TaskRow, row.id) is None:
+                    # A success counts its V1 usage once: lock the row (PostgreSQL) so two
+                    # writers of the same success cannot both see it unfinished.
+                    succeeded = row.state == TaskState.SUCCEEDED
+                    found = session.get(TaskRow, row.id, with_for_update=succeeded)
+                    before = found.state if found is not None else None
+                    if found is None:
                         session.add(TaskRow(**_columns(row)))
                         session.flush()
+                    elif insert_only:
+                        return
                     else:
                         session.execute(
                             update(TaskRow).where(TaskRow.id == row.id).values(**changing)
                         )
+                    if succeeded and before != TaskState.SUCCEEDED:
+                        count_success(session, row)
                     session.add(TransitionRow(task_id=row.id, state=row.state,
                                               at=datetime.now(UTC), detail=detail))  # fmt: skip
                 return
             except IntegrityError:
+                if insert_only:  # the task's worker inserted it meanwhile: its copy wins
+                    return
                 if attempt:  # the other writer's row exists now: the update path must work
                     raise
 
@@ -105,12 +123,9 @@ class TaskStore:
         state: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        error_type: str | None = None,
     ) -> Page:
-        stmt = select(TaskRow).where(TaskRow.tenant == tenant)
-        if session_id is not None:
-            stmt = stmt.where(TaskRow.session_id == session_id)
-        if state is not None:
-            stmt = stmt.where(TaskRow.state == state)
+        stmt = _filtered(select(TaskRow), tenant, state, error_type, session_id)
         if cursor is not None:
             created, task_id = decode_cursor(cursor)
             stmt = stmt.where(
@@ -143,12 +158,19 @@ class TaskStore:
         with self._session() as session:
             return list(reversed(list(session.scalars(stmt))))
 
-    def recent(self, *, state: str | None = None, limit: int = 50) -> list[TaskRow]:
-        """Operators' view across tenants, newest first."""
-        stmt = select(TaskRow)
-        if state is not None:
-            stmt = stmt.where(TaskRow.state == state)
-        stmt = stmt.order_by(TaskRow.created_at.desc()).limit(limit)
+    def recent(
+        self,
+        *,
+        state: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
+        error_type: str | None = None,
+        session_id: str | None = None,
+    ) -> list[TaskRow]:
+        """Operators' view across tenants (or of one), newest first; also the selection of
+        a bulk retry (`taskrecord.dead_letters`)."""
+        stmt = _filtered(select(TaskRow), tenant, state, error_type, session_id)
+        stmt = stmt.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(limit)
         with self._session() as session:
             return list(session.scalars(stmt))
 
@@ -156,3 +178,22 @@ class TaskStore:
         with self._session() as session, session.begin():
             result = session.execute(delete(TaskRow).where(TaskRow.finished_at < cutoff))
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _filtered(
+    stmt: Select[TaskRow],
+    tenant: str | None,
+    state: str | None,
+    error_type: str | None,
+    session_id: str | None,
+) -> Select[TaskRow]:
+    """`error_type` is the `type` of the error JSON (`failed` tasks' dead-letter reason)."""
+    if tenant is not None:
+        stmt = stmt.where(TaskRow.tenant == tenant)
+    if session_id is not None:
+        stmt = stmt.where(TaskRow.session_id == session_id)
+    if state is not None:
+        stmt = stmt.where(TaskRow.state == state)
+    if error_type is not None:
+        stmt = stmt.where(TaskRow.error["type"].as_string() == error_type)
+    return stmt

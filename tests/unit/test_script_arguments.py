@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from taskrecord import live_scripts
-from taskrecord.live import LiveCalls, ScriptCall
+from taskrecord.live import CreateResult, LiveCalls, ScriptCall, TenantQuota, create_result
 from taskrecord.settings import get_settings
 
 CALLS = LiveCalls(get_settings(v1_url="http://v1"))
@@ -51,9 +51,29 @@ def test_argument_order_of_finalize() -> None:
     assert list(args[4:9]) == ["tok", "failed", "{}", '{"type":"x"}', "r"]
 
 
-def test_create_takes_field_pairs_after_its_fixed_arguments() -> None:
-    call = CALLS.create("t1", {"a": "1", "b": 2}, {"queue": "short"}, 5.0, "short", 10, "{}")
-    assert list(call.args[10:]) == ["a", "1", "b", 2]
+def test_create_takes_tenant_limits_then_field_pairs() -> None:
+    quota = TenantQuota("acme", max_queued=7, rate_per_second=2.5, burst=9)
+    call = CALLS.create("t1", {"a": "1", "b": 2}, {"queue": "short"}, 5.0, "short", 10, "{}",
+                        quota)  # fmt: skip
+    # ARGV[11..14]: tenant, tenant_max_queued, rate_per_second, burst; ARGV[15..16]:
+    # if_busy, due_at (defaults: enqueue, now); fields from ARGV[17].
+    assert list(call.args[10:14]) == ["acme", 7, 2.5, 9]
+    assert list(call.args[14:16]) == ["", "0.000000"]
+    assert list(call.args[16:]) == ["a", "1", "b", 2]
+    assert highest_argv("create") == 16
+    assert "local FIELDS = 17" in live_scripts.load("create")
+
+
+def test_create_passes_the_busy_policy_and_the_due_time_before_the_fields() -> None:
+    call = CALLS.create("t1", {"a": "1"}, {}, 5.0, "short", 10, "{}", if_busy="interrupt",
+                        due_at=1700000000.25)  # fmt: skip
+    assert list(call.args[14:]) == ["interrupt", "1700000000.250000", "a", "1"]
+
+
+def test_create_result_reads_a_plain_answer_and_the_tasks_to_cancel() -> None:
+    assert create_result(1) == CreateResult("1", [])
+    assert create_result(b"busy:t9") == CreateResult("busy:t9", [])
+    assert create_result([1, b"t2", b"t3"]) == CreateResult("1", ["t2", "t3"])
 
 
 def test_every_script_file_has_a_header_and_is_loaded_once() -> None:

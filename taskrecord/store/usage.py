@@ -1,0 +1,101 @@
+"""V1 token usage per tenant per UTC day, in SQL (see `taskrecord.usage`).
+
+`count_success` runs inside `TaskStore.upsert`'s transaction when a task's row becomes
+`succeeded`: an atomic `INSERT ... ON CONFLICT DO UPDATE` adds the task's tokens to its
+tenant's day, so two workers finishing at once never lose an increment, and a task counts
+exactly once (its row turns `succeeded` once). The rows are small (tenants x days) and are
+kept when finished tasks are deleted after RETENTION_DAYS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, Engine, String, Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from taskrecord.store.models import Base, TaskRow
+from taskrecord.usage import tokens_of, utc_day
+
+
+class UsageDayRow(Base):
+    """One tenant's V1 usage on one UTC day (the day its tasks finished)."""
+
+    __tablename__ = "usage_days"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tasks: Mapped[int] = mapped_column(BigInteger, default=0)  # succeeded tasks counted
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+_SUMMED = ("tasks", "prompt_tokens", "completion_tokens", "total_tokens")
+_UPSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def count_success(session: Session, row: TaskRow) -> None:
+    """Add a task that just succeeded to its tenant's day (inside the caller's transaction)."""
+    tokens = tokens_of(row.result)
+    values = {
+        "tenant": row.tenant, "day": utc_day(row.finished_at), "tasks": 1,
+        "prompt_tokens": tokens.prompt, "completion_tokens": tokens.completion,
+        "total_tokens": tokens.total,
+    }  # fmt: skip
+    table = UsageDayRow.__table__
+    assert isinstance(table, Table)
+    upsert = _UPSERTS.get(session.get_bind().dialect.name)
+    if upsert is not None:
+        stmt = upsert(table).values(**values)
+        added = {name: table.c[name] + stmt.excluded[name] for name in _SUMMED}
+        session.execute(stmt.on_conflict_do_update(index_elements=["tenant", "day"], set_=added))
+        return
+    # Another database: update, else insert (a concurrent first insert fails the
+    # transaction, which `TaskStore.upsert` retries).
+    key = (table.c.tenant == values["tenant"]) & (table.c.day == values["day"])
+    added = {name: table.c[name] + values[name] for name in _SUMMED}
+    if not getattr(session.execute(update(table).where(key).values(**added)), "rowcount", 0):
+        session.add(UsageDayRow(**values))
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    tasks: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class UsageStore:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def days(self, tenant: str, first: date, last: date) -> list[UsageDayRow]:
+        """The tenant's days with usage between `first` and `last` (inclusive), oldest first."""
+        stmt = (
+            select(UsageDayRow)
+            .where(UsageDayRow.tenant == tenant, UsageDayRow.day >= first, UsageDayRow.day <= last)
+            .order_by(UsageDayRow.day)
+        )
+        with self._sessions() as session:
+            return list(session.scalars(stmt))
+
+    def tokens_on(self, tenant: str, day: date) -> int:
+        """The tenant's total tokens of one day (what the daily budget compares)."""
+        with self._sessions() as session:
+            found = session.get(UsageDayRow, (tenant, day))
+            return int(found.total_tokens) if found is not None else 0
+
+    def totals(self) -> dict[str, UsageTotals]:
+        """Every tenant's usage over all kept days (the Prometheus counters)."""
+        sums = [func.coalesce(func.sum(getattr(UsageDayRow, name)), 0) for name in _SUMMED]
+        stmt = select(UsageDayRow.tenant, *sums).group_by(UsageDayRow.tenant)
+        with self._sessions() as session:
+            return {
+                tenant: UsageTotals(*(int(value) for value in rest))
+                for tenant, *rest in session.execute(stmt)
+            }
