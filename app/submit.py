@@ -14,6 +14,7 @@ import math
 import re
 import time
 import uuid
+from dataclasses import replace
 
 import redis.exceptions
 
@@ -26,7 +27,7 @@ from app.token_budget import check_token_budget
 from app.webhooks import webhook_url_for
 from taskrecord.live import TenantQuota, create_result
 from taskrecord.message import run_message
-from taskrecord.new_task import TaskSpec, task_fields
+from taskrecord.new_task import TaskSpec, refusal, task_fields
 from taskrecord.tenants import TenantPolicy
 
 log = logging.getLogger(__name__)
@@ -47,22 +48,15 @@ async def submit(
     settings = ctx.settings
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-    chars = body.text_chars()
-    if chars > settings.max_message_chars:
-        what = "the message has" if body.messages is None else "the messages have together"
-        raise ApiError(413, "message_too_large", f"{what} {chars} characters; the limit is "
-                       f"{settings.max_message_chars} (MAX_MESSAGE_CHARS)")  # fmt: skip
     policy = ctx.tenants(tenant)
-    ceiling = policy.max_priority
-    if body.priority > ceiling:
-        raise ApiError(422, "priority_not_allowed", f"priority: {body.priority} is above this "
-                       f"tenant's maximum of {ceiling} (TENANT_MAX_PRIORITY; tenants listed "
-                       "in PRIORITY_TENANTS may use up to 10)", max_priority=ceiling)  # fmt: skip
-    agent_id = body.agent_id or settings.v1_default_agent
-    if settings.v1_agents and agent_id not in settings.v1_agents:
-        raise ApiError(422, "unknown_agent", f"unknown agent {agent_id!r}; known: "
-                       f"{', '.join(settings.v1_agents)}")  # fmt: skip
-    webhook_url = await webhook_url_for(settings, tenant, body.webhook_url)
+    # The record every new task gets (schedules' firings build and check it the same way).
+    spec = TaskSpec(body.chat(), body.agent_id or settings.v1_default_agent,
+                    body.session_id or "", body.priority, body.estimated_seconds,
+                    body.timeout_seconds, body.metadata, webhook_url="")  # fmt: skip
+    refused = refusal(settings, policy, spec, single_message=body.messages is None)
+    if refused is not None:
+        raise ApiError(refused.status, refused.type, refused.message, **refused.extra)
+    spec = replace(spec, webhook_url=await webhook_url_for(settings, tenant, body.webhook_url))
     due = due_at(body, settings, time.time())  # 0.0: not scheduled
     await check_token_budget(ctx, policy)  # 429 token_budget_exhausted (off by default)
     task_id = str(uuid.uuid4())
@@ -71,12 +65,10 @@ async def submit(
             existing = await _claim_idempotency(ctx, tenant, idempotency_key, body, task_id)
             if existing is not None:
                 return existing, None
-        guess = await ctx.estimates.estimate(agent_id, chars, body.estimated_seconds)
+        guess = await ctx.estimates.estimate(
+            spec.agent_id, spec.text_chars(), body.estimated_seconds
+        )
         now = time.time()
-        # The record every new task gets (schedules' firings build it the same way).
-        spec = TaskSpec(body.chat(), agent_id, body.session_id or "", body.priority,
-                        body.estimated_seconds, body.timeout_seconds, body.metadata,
-                        webhook_url)  # fmt: skip
         fields = task_fields(settings, policy, spec, task_id, guess, now)
         queue = fields["queue"]
         queued: dict[str, object] = {"queue": queue, "priority": body.priority}

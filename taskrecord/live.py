@@ -234,9 +234,6 @@ class LiveStore:
         self.calls = LiveCalls(settings)
         self.scripts = ScriptRunner(client)
 
-    def script(self, source: str) -> Any:
-        return self.scripts.bind(source)
-
     def run(self, call: ScriptCall, pipeline: Any = None) -> Any:
         """Run the call now, or queue it on `pipeline`."""
         return self.scripts.run(call.source, call.keys, call.args, client=pipeline)

@@ -7,7 +7,7 @@ paths make the same record under the same quotas.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -70,19 +70,26 @@ class Refusal:
     status: int
     type: str
     message: str
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more fields of the error body
 
 
-def refusal(settings: Settings, policy: TenantPolicy, spec: TaskSpec) -> Refusal | None:
-    """What the deployment's rules refuse in `spec` (size, priority, agent), else None."""
+def refusal(
+    settings: Settings, policy: TenantPolicy, spec: TaskSpec, *, single_message: bool = False
+) -> Refusal | None:
+    """What the deployment's rules refuse in `spec` (size, priority, agent), else None: the
+    one check of a submit and of a schedule's task. `single_message`: the body gave
+    `message` rather than `messages` (the error says which)."""
     chars = spec.text_chars()
     if chars > settings.max_message_chars:
-        return Refusal(413, "message_too_large", f"the task's messages have {chars} "
-                       f"characters; the limit is {settings.max_message_chars} "
-                       "(MAX_MESSAGE_CHARS)")  # fmt: skip
-    if spec.priority > policy.max_priority:
-        return Refusal(422, "priority_not_allowed", f"priority: {spec.priority} is above "
-                       f"this tenant's maximum of {policy.max_priority} "
-                       "(TENANT_MAX_PRIORITY)")  # fmt: skip
+        what = "the message has" if single_message else "the messages have together"
+        return Refusal(413, "message_too_large", f"{what} {chars} characters; the limit is "
+                       f"{settings.max_message_chars} (MAX_MESSAGE_CHARS)")  # fmt: skip
+    ceiling = policy.max_priority
+    if spec.priority > ceiling:
+        return Refusal(422, "priority_not_allowed", f"priority: {spec.priority} is above this "
+                       f"tenant's maximum of {ceiling} (TENANT_MAX_PRIORITY; tenants listed "
+                       "in PRIORITY_TENANTS may use up to 10)",
+                       {"max_priority": ceiling})  # fmt: skip
     if settings.v1_agents and spec.agent_id not in settings.v1_agents:
         return Refusal(422, "unknown_agent", f"unknown agent {spec.agent_id!r}; known: "
                        f"{', '.join(settings.v1_agents)}")  # fmt: skip

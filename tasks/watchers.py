@@ -117,10 +117,8 @@ class LeaseRenewer(PeriodicWatcher):
         live = self.runtime.live
         lease = self.runtime.settings.lease_seconds
         pipe = self.runtime.redis.pipeline(transaction=False)
-        script = live.script(live.calls.renew("", "", 0).source)
         for task in tasks:
-            call = live.calls.renew(task.task_id, task.token, lease)
-            script(keys=list(call.keys), args=list(call.args), client=pipe)
+            live.run(live.calls.renew(task.task_id, task.token, lease), pipeline=pipe)
         for task, outcome in zip(tasks, pipe.execute(), strict=True):
             text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
             if text == "lost":

@@ -56,7 +56,7 @@ _CREATE_ERRORS = errors(
     (409, "The tenant has TENANT_MAX_SCHEDULES schedules; delete one first.",
      {"schedule_limit_reached": "this tenant has 100 schedules, its limit"}),
     (413, "The task's text is over MAX_MESSAGE_CHARS.",
-     {"message_too_large": "the task's messages have 120000 characters; the limit is 100000"}),
+     {"message_too_large": "the messages have together 120000 characters; the limit is 100000"}),
     (422, "The cron expression, the time zone or a field of the task is invalid, the "
      "schedule fires more often than SCHEDULE_MIN_INTERVAL, or the task would be refused.",
      {"invalid_cron": "cron: has 4 fields; give 5 (minute hour day month weekday) or 6",
