@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import gevent
+import redis
 from celery import shared_task
 from celery.worker import state as worker_state
 from greenlet import GreenletExit
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 # Failures that say V1 itself is unwell (they count towards opening the breaker).
 BREAKER_FAILURES = (V1Unreachable, V1ServerError, V1Timeout, V1RateLimited, V1StreamError)
 
+# How long a fetched task waits for an unreachable Redis before its claim gives up.
+CLAIM_RETRY_SECONDS = 60.0
+
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
     "message": "the worker running this task died after V1 had started streaming its answer; "
@@ -62,13 +66,24 @@ def run_task(self: Any, task_id: str, dispatch_no: str = "") -> str:
 def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str) -> str:
     token = uuid.uuid4().hex
     live = runtime.live
-    if not wait_for_breaker(runtime, task_id):
-        return "not_queued"
-    claim = claim_result(
-        live.run(
-            live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
-        )
-    )
+    call = live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
+    deadline, pause = time.monotonic() + CLAIM_RETRY_SECONDS, 0.2
+    while True:
+        # This message is the task's only one: if Redis is away (a restart) when it is
+        # claimed, wait for Redis rather than let the message be acked with nothing done.
+        # A claim that ran but whose answer was lost answers `duplicate` when asked again;
+        # its lease then runs out and maintenance re-queues the task (no output yet).
+        try:
+            if not wait_for_breaker(runtime, task_id):
+                return "not_queued"
+            claim = claim_result(live.run(call))
+            break
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("task %s: Redis unreachable at claim; trying again", task_id)
+            gevent.sleep(pause)
+            pause = min(pause * 2, 2.0)
     if claim.outcome == "lost_after_output":
         finish(
             runtime, task_id, TaskState.FAILED, error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost"
