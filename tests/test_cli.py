@@ -100,6 +100,11 @@ def test_get_list_cancel_retry_wait_and_follow_by_id(system: System) -> None:
     assert again.returncode == 1 and "409 conflict" in again.stderr
     assert openclaw(system, "retry", task_id).returncode == 0
 
+    def blocker_running() -> bool:  # on a slow machine it may still wait for a worker
+        shown = json_lines(openclaw(system, "get", blocker_id, "--json").stdout)
+        return shown[0]["state"] == "running"
+
+    wait_until(blocker_running, 60, 0.2, "the blocker running")
     stop = openclaw(system, "cancel", blocker_id)
     assert stop.returncode == 0 and stop.stderr.startswith("cancel requested")
     followed = openclaw(system, "follow", blocker_id)
