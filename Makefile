@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock browser run test test-unit lint bench clean
+.PHONY: install lock browser run test test-unit test-cluster lint bench clean
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ test: install browser
 	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=80
+
+## make test-cluster: the system on seven hosts made of network namespaces (needs root):
+## a worker host killed or cut off, a gateway, a maintenance instance, Valkey, PostgreSQL
+## lost; each scenario prints its counts (`[cluster] ...`). See deploy/README.md.
+test-cluster: install
+	$(PY) -m pytest -q -s -p no:cacheprovider tests_cluster $(PYTEST_ARGS)
 
 ## make test-unit: the fast tier (no servers): retry policy, deadlines, routing, script arguments.
 test-unit: install

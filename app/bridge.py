@@ -1,9 +1,19 @@
-"""One Redis pub/sub listener per gateway process, fanning events out to its clients.
+"""One Redis pub/sub connection per gateway process, fanning events out to its clients.
+
+Each event is published on its task's channel and, for a task of a conversation, on that
+conversation's channel (`taskrecord/lua/prelude.lua`, `emit_for`). The bridge subscribes
+only to the channels of the tasks and conversations its own clients follow, so a gateway
+with no client following a task receives nothing for that task's events.
 
 Clients never get a Redis connection of their own. Each subscriber has a bounded queue: a
 client too slow to keep up is told so (it resumes from its last seq) instead of growing the
 gateway's memory. Ordering and exactly-once delivery per task are enforced by `Cursor`,
 which also fills any gap (a pub/sub reconnect) from the stored log.
+
+A subscription takes effect a moment after a client asks to follow: when Redis confirms a
+task channel, the task's latest event is read from its log and offered to its followers
+(their `Cursor` drops it if already sent, or fills the gap before it), so an event published
+in between, the final one included, is never missed.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,11 +30,16 @@ import redis.exceptions
 
 from taskrecord import keys
 from taskrecord.event_log import Event, read_events
+from taskrecord.live import text
 
 log = logging.getLogger(__name__)
 
 RESYNC = object()  # queued to every subscriber after the listener had to reconnect
 OVERFLOW = object()  # the subscriber's queue was full: it must resume from its last seq
+_TASK = keys.task_events_channel("").encode()
+_SESSION = keys.session_events_channel("", "", "").encode().rstrip(b"\n")
+_HOME = keys.EVENTS_CHANNEL.encode()  # always subscribed: nothing is published on it
+_SESSION_CATCH_UP = 1000  # live tasks of a conversation looked at when following it
 
 
 class Subscriber:
@@ -53,57 +68,121 @@ class EventBridge:
         self.by_session: dict[tuple[str, str, str], set[Subscriber]] = defaultdict(set)
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._commander: asyncio.Task[None] | None = None
+        self._pubsub: Any = None  # redis.asyncio PubSub, once connected
+        self._changes: dict[bytes, bool] = {}  # channel -> subscribe (else unsubscribe)
+        self._wake = asyncio.Event()
+        self._active: set[bytes] = set()  # conversation channels Redis confirmed
+        self._sessions: dict[bytes, tuple[str, str, str]] = {}  # channel -> conversation
+        self._background: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.delivered = 0
+        self.received = 0  # pub/sub messages taken in (what a gateway pays per event)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-bridge")
+        self._commander = asyncio.create_task(self._command(), name="event-bridge-commands")
         await asyncio.wait_for(self.ready.wait(), 10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._commander, self._task, *self._background):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)
 
     def watch_task(self, sub: Subscriber, task_id: str) -> None:
         sub.task_ids.add(task_id)
-        self.by_task[task_id].add(sub)
+        subs = self.by_task[task_id]
+        if not subs:
+            self._want(keys.task_events_channel(task_id).encode(), True)
+        subs.add(sub)
 
     def watch_session(self, sub: Subscriber, agent_id: str, session_id: str) -> None:
         sub.sessions.add((agent_id, session_id))
-        self.by_session[(sub.tenant, agent_id, session_id)].add(sub)
+        name = (sub.tenant, agent_id, session_id)
+        subs = self.by_session[name]
+        if not subs:
+            channel = keys.session_events_channel(*name).encode()
+            self._sessions[channel] = name
+            self._want(channel, True)
+        subs.add(sub)
 
     def unwatch_task(self, sub: Subscriber, task_id: str) -> None:
         sub.task_ids.discard(task_id)
-        _discard(self.by_task, task_id, sub)
+        self._discard_task(task_id, sub)
 
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
         for task_id in list(sub.task_ids):
-            _discard(self.by_task, task_id, sub)
+            self._discard_task(task_id, sub)
         for agent_id, session_id in sub.sessions:
-            _discard(self.by_session, (sub.tenant, agent_id, session_id), sub)
+            name = (sub.tenant, agent_id, session_id)
+            if _discard(self.by_session, name, sub):
+                channel = keys.session_events_channel(*name).encode()
+                self._sessions.pop(channel, None)
+                self._want(channel, False)
+
+    def _discard_task(self, task_id: str, sub: Subscriber) -> None:
+        if _discard(self.by_task, task_id, sub):
+            self._want(keys.task_events_channel(task_id).encode(), False)
+
+    def _want(self, channel: bytes, on: bool) -> None:
+        self._changes[channel] = on
+        self._wake.set()
+
+    def _channels(self) -> list[bytes]:
+        tasks = [keys.task_events_channel(t).encode() for t in self.by_task]
+        sessions = [keys.session_events_channel(*s).encode() for s in self.by_session]
+        return [_HOME, *tasks, *sessions]
+
+    async def _command(self) -> None:
+        """Sends (un)subscriptions as clients come and go, on the listener's connection
+        (Redis answers them there, in order with the messages)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pubsub = self._pubsub
+            if pubsub is None:  # the listener subscribes to everything when it connects
+                continue
+            changes, self._changes = self._changes, {}
+            on = [c for c, wanted in changes.items() if wanted]
+            off = [c for c, wanted in changes.items() if not wanted]
+            try:
+                if on:
+                    await pubsub.subscribe(*on)
+                if off:
+                    await pubsub.unsubscribe(*off)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # The listener reconnects and subscribes to what is followed by then.
+                log.warning("event bridge (un)subscribe failed: %s", type(exc).__name__)
 
     async def _run(self) -> None:
         delay = 0.1
         first = True
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(keys.EVENTS_CHANNEL)
-                self.ready.set()
-                if not first:
-                    self._broadcast(self.subscribers, RESYNC)
-                first = False
+                self._active.clear()  # (its `_sessions` stay: they are still followed)
+                self._changes.clear()  # all of them are in the subscribe below
+                await pubsub.subscribe(*self._channels())
+                self._pubsub = pubsub
+                self._wake.set()  # changes made while that was on its way
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
-                    if message is not None:
-                        self._dispatch(message["data"])
+                    if message is None:
+                        continue
+                    kind = message["type"]
+                    if kind == "message":
+                        self._dispatch(message["channel"], message["data"])
+                    elif kind == "subscribe":
+                        first = self._confirmed(message["channel"], first)
+                    elif kind == "unsubscribe":
+                        self._active.discard(message["channel"])
             except asyncio.CancelledError:
                 raise
             except (redis.exceptions.RedisError, OSError) as exc:
@@ -111,20 +190,73 @@ class EventBridge:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _dispatch(self, data: bytes) -> None:
+    def _confirmed(self, channel: bytes, first: bool) -> bool:
+        """Redis now sends this channel's events. Returns the new `first`."""
+        if channel == _HOME:
+            self.ready.set()
+            if not first:  # a reconnect: whatever was published meanwhile is in the logs
+                self._broadcast(self.subscribers, RESYNC)
+            return False
+        if channel.startswith(_TASK):
+            self._spawn(self._offer_task(channel[len(_TASK) :].decode()))
+        elif channel.startswith(_SESSION):
+            self._active.add(channel)
+            name = self._sessions.get(channel)
+            if name is not None:
+                self._spawn(self._offer_session(name))
+        return first
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _offer_task(self, task_id: str) -> None:
+        """What was published before the subscription took effect: the latest event of the
+        log stands for it (`Cursor.admit` fills in the ones before)."""
+        for event in await self._latest([task_id]):
+            self._broadcast(self.by_task.get(task_id, set()), event)
+
+    async def _offer_session(self, name: tuple[str, str, str]) -> None:
+        """The same for a conversation: the latest event of each of its live tasks (a
+        follower gets their history now rather than with their next event)."""
+        try:
+            ids = await self.client.zrange(keys.session_key(*name), 0, _SESSION_CATCH_UP - 1)
+        except (redis.exceptions.RedisError, OSError):
+            return
+        for event in await self._latest([text(i) for i in ids]):
+            self._broadcast(self.by_session.get(name, set()), event)
+
+    async def _latest(self, task_ids: list[str]) -> list[Event]:
+        if not task_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.xrevrange(keys.events_key(task_id), count=1)
+        try:
+            found = await pipe.execute()
+        except (redis.exceptions.RedisError, OSError):
+            return []  # the listener's reconnect re-subscribes, and resyncs everyone
+        return [Event.parse(e[0][1][b"e"]) for e in found if e and e[0][1]]
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        self.received += 1
         tenant, agent_id, session_id, raw = data.decode().split("\n", 3)
-        targets: set[Subscriber] = set()
-        if session_id:
-            targets |= self.by_session.get((tenant, agent_id, session_id), set())
-        event: Event | None = None
-        if self.by_task or targets:
-            event = Event.parse(raw)
-            targets |= self.by_task.get(event.task_id, set())
-        if event is not None and targets:
-            self._broadcast(targets, event)
+        name = (tenant, agent_id, session_id)
+        if channel.startswith(_SESSION):
+            # Exactly this conversation's followers (the payload names it in full).
+            targets = self.by_session.get(name, set())
+        else:
+            targets = self.by_task.get(channel[len(_TASK) :].decode(), set())
+            session = keys.session_events_channel(*name).encode() if session_id else b""
+            if session in self._active:  # they get it from the conversation's channel
+                targets = targets - self.by_session.get(name, set())
+        if targets:
+            self._broadcast(targets, Event.parse(raw))
 
     def _broadcast(self, targets: Iterable[Subscriber], item: object) -> None:
         for sub in list(targets):
@@ -132,12 +264,15 @@ class EventBridge:
             self.delivered += 1
 
 
-def _discard(index: dict[Any, set[Subscriber]], name: object, sub: Subscriber) -> None:
+def _discard(index: dict[Any, set[Subscriber]], name: object, sub: Subscriber) -> bool:
+    """Drop `sub` from `index[name]`; True when nobody is left there."""
     subs = index.get(name)
     if subs is not None:
         subs.discard(sub)
         if not subs:
             del index[name]
+            return True
+    return False
 
 
 class Cursor:

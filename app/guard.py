@@ -25,6 +25,11 @@ from app.errors import envelope
 from taskrecord.settings import Settings
 
 AUTHENTICATED_PREFIX = "/v1/"
+# Set on a request's scope once the guard let it through: a request the submit lane
+# (`app.submit_fast`) hands on to the full app is not checked, nor its body counted, twice.
+GUARDED = "openclaw.guarded"
+# The SHA-256 of the request's bearer key, for the submit lane's tenant lookup.
+KEY_DIGEST = "openclaw.key_digest"
 
 
 def _digest(key: str) -> bytes:
@@ -52,25 +57,26 @@ class RequestGuard:
         self.max_bytes = settings.max_request_bytes
         self.known = [_digest(k) for k in (*settings.api_keys, *settings.admin_api_keys)]
 
-    def _known_key(self, authorization: str | None) -> bool:
+    def _known_key(self, scope: Scope, authorization: str | None) -> bool:
         """Constant time per key, like `app.deps.tenant_for_key`."""
         key = bearer_key(authorization)
         if key is None:
             return False
-        offered = _digest(key)
+        offered = scope[KEY_DIGEST] = _digest(key)
         found = False
         for digest in self.known:
             found |= hmac.compare_digest(offered, digest)
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(GUARDED):
             await self.app(scope, receive, send)
             return
+        scope[GUARDED] = True
         headers = Headers(scope=scope)
         path: str = scope["path"]
         if path.startswith(AUTHENTICATED_PREFIX) and not self._known_key(
-            headers.get("authorization")
+            scope, headers.get("authorization")
         ):
             await refuse(send, 401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
             return

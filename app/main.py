@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-import redis
-import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -35,11 +33,13 @@ from app.guard import RequestGuard
 from app.metrics import GatewayMetrics
 from app.openapi import install_openapi
 from app.schemas import configure_limits
+from app.submit_fast import install_submit_lane
 from app.v1_probe import V1Probe
 from taskrecord.broker import create_client_app
 from taskrecord.control import TaskControl
 from taskrecord.estimator import EstimateCache
 from taskrecord.live import AsyncLiveStore, LiveStore
+from taskrecord.redis_client import async_redis_client, redis_client
 from taskrecord.settings import Settings, get_settings
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.require_redis_url(),
+        client = async_redis_client(
+            settings,
             socket_keepalive=True,
             health_check_interval=25,
             socket_connect_timeout=3,
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = TaskStore(engine)
         # Steering calls (cancel, pause, retry...) are rare: they share the sync code path
         # with the celery CLI and run on worker threads.
-        sync_client = redis.Redis.from_url(settings.require_redis_url(), socket_timeout=10)
+        sync_client = redis_client(settings, socket_timeout=10)
         app.state.ctx = GatewayContext(
             settings=settings,
             redis=client,
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deliveries.router)
     app.include_router(openai_responses.router)
     app.include_router(openai_chat.router)
+    # `POST /v1/tasks` without the per-request cost of routing, dependencies and layers.
+    install_submit_lane(app, settings)
     return app
 
 

@@ -23,13 +23,14 @@ import orjson
 
 from app.openai_shapes import ResponseBase, message_item, response_object, text_part
 from taskrecord.event_log import Event
+from taskrecord.states import EventType
 
 SLOTS = 10
-TERMINAL_STATUS = {
-    "succeeded": ("completed", "response.completed"),
-    "failed": ("failed", "response.failed"),
-    "cancelled": ("cancelled", "response.cancelled"),
-    "timed_out": ("incomplete", "response.incomplete"),
+TERMINAL_STATUS: dict[str, tuple[str, str]] = {  # by event type
+    EventType.SUCCEEDED: ("completed", "response.completed"),
+    EventType.FAILED: ("failed", "response.failed"),
+    EventType.CANCELLED: ("cancelled", "response.cancelled"),
+    EventType.TIMED_OUT: ("incomplete", "response.incomplete"),
 }
 
 
@@ -50,15 +51,15 @@ class ResponseEvents:
         data: dict[str, Any] = orjson.loads(event.raw).get("data") or {}
         out: list[tuple[str, dict[str, Any]]] = []
         kind = event.type
-        if kind == "queued":
+        if kind == EventType.QUEUED:
             out += [self._status("response.created", "queued"),
                     self._status("response.queued", "queued")]  # fmt: skip
-        elif kind == "started":
+        elif kind == EventType.STARTED:
             out.append(self._status("response.in_progress", "in_progress"))
-        elif kind == "retrying":
+        elif kind == EventType.RETRYING:
             self.opened = False  # a new attempt; retries happen only before output
             out.append(self._status("response.queued", "queued"))
-        elif kind == "progress":
+        elif kind == EventType.PROGRESS:
             out += self._open()
             out.append(self._delta(str(data.get("delta", ""))))
         elif kind in TERMINAL_STATUS:
@@ -92,7 +93,7 @@ class ResponseEvents:
     def _end(self, kind: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         status, name = TERMINAL_STATUS[kind]
         out: list[tuple[str, dict[str, Any]]] = []
-        if kind == "succeeded":
+        if kind == EventType.SUCCEEDED:
             result = data.get("result") or {}
             text: str | None = str(result.get("content") or "")
             usage = result.get("usage")
@@ -103,13 +104,13 @@ class ResponseEvents:
         else:  # the output so far, if there was any (the attempt's partial text)
             text, usage = str(data.get("partial") or "") if self.opened else None, None
         if text is not None:
-            item_status = "completed" if kind == "succeeded" else "incomplete"
+            item_status = "completed" if kind == EventType.SUCCEEDED else "incomplete"
             out += [
                 ("response.output_text.done", {**self._at(), "text": text, "logprobs": []}),
                 ("response.content_part.done", {**self._at(), "part": text_part(text)}),
                 self._item("response.output_item.done", item_status, text),
             ]
         self.opened = False
-        error = data.get("error") if kind == "failed" else None
+        error = data.get("error") if kind == EventType.FAILED else None
         out.append((name, {"response": response_object(self.base, status, text, usage, error)}))
         return out

@@ -142,7 +142,12 @@ class StreamOptions(BaseModel):
 class ChatCompletionCreate(BaseModel):
     """POST /v1/chat/completions: V1's request, queued as a task (session from `user`)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"model": "openclaw", "messages": [{"role": "user", "content": "Say hello"}]},
+        {"model": "openclaw", "stream": True, "stream_options": {"include_usage": True},
+         "user": "conv-42", "messages": [{"role": "system", "content": "Be brief"},
+                                         {"role": "user", "content": "Say hello"}]},
+    ]})  # fmt: skip
     model: Model = Field(description="`openclaw` (default agent) or `openclaw/<agent id>`.")
     messages: list[ChatInMessage] = Field(min_length=1, json_schema_extra=HAS_USER)
     stream: StrictBool = False
@@ -186,10 +191,15 @@ class ConversationRef(BaseModel):
 class ResponseCreate(BaseModel):
     """POST /v1/responses. The task's session is `conversation` if given, else `user`."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"model": "openclaw", "input": "Say hello", "background": True},
+        {"model": "openclaw", "input": [{"role": "user", "content": "Say hello"}],
+         "instructions": "Be brief", "conversation": "conv-42", "stream": True,
+         "metadata": {"ticket": 7}},
+    ]})  # fmt: skip
     model: Model = Field(description="`openclaw` (default agent) or `openclaw/<agent id>`.")
     input: Text | Annotated[list[InputMessage], Field(json_schema_extra=HAS_USER)]
-    instructions: str | None = None
+    instructions: Text | None = None  # a system message: not blank, as every message
     background: StrictBool = False
     stream: StrictBool = False
     conversation: SessionId | ConversationRef | None = None

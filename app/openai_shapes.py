@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.schemas import TaskOut
+from taskrecord.states import TaskState
 
 # V2 state -> Response status ("incomplete" is OpenAI's word for a run cut short).
-STATUS = {
-    "queued": "queued",
-    "paused": "queued",
-    "running": "in_progress",
-    "succeeded": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "timed_out": "incomplete",
+STATUS: dict[str, str] = {
+    TaskState.QUEUED: "queued",
+    TaskState.PAUSED: "queued",
+    TaskState.RUNNING: "in_progress",
+    TaskState.SUCCEEDED: "completed",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.TIMED_OUT: "incomplete",
 }
 ITEM_STATUS = {"completed": "completed", "in_progress": "in_progress"}  # else "incomplete"
 
@@ -124,7 +125,7 @@ def response_object(
 def response_from_task(task: TaskOut, background: bool = True) -> dict[str, Any]:
     status = STATUS[task.state]
     base = ResponseBase.of(task, background)
-    if task.state == "succeeded" and task.result is not None:
+    if task.state == TaskState.SUCCEEDED and task.result is not None:
         return response_object(base, status, task.result.content, task.result.usage)
     error = task.error.model_dump() if task.error is not None else None
     return response_object(base, status, task.partial or None, error=error)
@@ -190,9 +191,9 @@ def chat_failure(state: str, error: dict[str, Any] | None) -> tuple[int, dict[st
     504 / 409 (the client's request was fine; the run was not)."""
     kind = str((error or {}).get("type", state))
     message = str((error or {}).get("message", f"the task ended {state}"))
-    if state == "timed_out":
+    if state == TaskState.TIMED_OUT:
         status = 504
-    elif state == "cancelled":
+    elif state == TaskState.CANCELLED:
         status = 409
     elif kind == "v1_bad_request" and isinstance((error or {}).get("status"), int):
         status = int((error or {})["status"])

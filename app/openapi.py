@@ -1,8 +1,7 @@
 """What the OpenAPI document says beyond what FastAPI infers from the routes.
 
-- `errors(...)` gives a route's `responses=`: each error status it can answer, with the
-  envelope's schema (`app.errors.ErrorBody`), what it means there, examples, and its headers
-  (`Retry-After` on 429 and 503, `WWW-Authenticate` on 401).
+- `app.openapi_errors.errors(...)` gives a route's `responses=`: each error status it can
+  answer, with the envelope's schema, what it means there, examples, and its headers.
 - `install_openapi(app, settings)` then completes the document once, with what only the
   whole app or the settings know: the request guard's 401 (every `/v1/` operation) and 413
   (every POST), answered before routing; the key schemes, so Swagger UI can send a key;
@@ -23,109 +22,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.errors import ErrorBody, envelope
+from app.errors import ErrorBody
+from app.openai_docs import complete_openai
+from app.openapi_errors import error_response
 from app.schemas import NOT_BLANK
 from app.submit_fields import RUN_AT_PAST_TOLERANCE
 from taskrecord.settings import Settings
 from taskrecord.states import QUEUES, EventType
 from taskrecord.tenants import TenantPolicies
-
-Responses = dict[int | str, dict[str, Any]]
-
-RETRY_AFTER = {
-    "description": "Seconds to wait before trying again.",
-    "schema": {"type": "integer", "minimum": 1},
-}
-WWW_AUTHENTICATE = {"description": "`Bearer`", "schema": {"type": "string"}}
-
-# status -> (what it means, {error type: example message}, headers)
-_CATALOGUE: dict[int, tuple[str, dict[str, str], dict[str, Any]]] = {
-    400: (
-        "The body is not valid JSON.",
-        {"malformed_json": "the request body is not valid JSON"},
-        {},
-    ),
-    401: (
-        "No key, or a key that is not in API_KEYS (ADMIN_API_KEYS for /v1/admin). Answered "
-        "before the body is read; the connection is closed.",
-        {"unauthorized": "missing or unknown API key: send `Authorization: Bearer <api key>`"},
-        {"WWW-Authenticate": WWW_AUTHENTICATE},
-    ),
-    404: (
-        "No such task for this API key.",
-        {"not_found": "no task '6f0c...' (for this API key)"},
-        {},
-    ),
-    409: (
-        "The task's state does not allow it.",
-        {"conflict": "the task has already ended (succeeded); nothing to cancel"},
-        {},
-    ),
-    410: (
-        "The task's event log expired with its Redis cache (RESULT_TTL); GET /v1/tasks/{id} "
-        "still has its result.",
-        {"gone": "this task's event log expired with its Redis cache (RESULT_TTL)"},
-        {},
-    ),
-    413: (
-        "The body is larger than MAX_REQUEST_BYTES (answered before it is read; the "
-        "connection is closed).",
-        {"request_too_large": "the request body has 3000000 bytes; the limit is 2097152 bytes"},
-        {},
-    ),
-    422: (
-        "A field is invalid; `details` names each problem.",
-        {"invalid_request": "priority: Input should be less than or equal to 10"},
-        {},
-    ),
-    429: (
-        "Too many tasks waiting; try again after `Retry-After` seconds.",
-        {"queue_full": "the short queue holds 10000 tasks (limit 10000); retry later"},
-        {"Retry-After": RETRY_AFTER},
-    ),
-    503: (
-        "The task queue (Redis) is unavailable; nothing was accepted.",
-        {"unavailable": "the task queue is unavailable; nothing was accepted, try again shortly"},
-        {"Retry-After": RETRY_AFTER},
-    ),
-}
-
-
-IDEMPOTENCY_CONFLICT = (
-    409,
-    "This Idempotency-Key was used for a different request.",
-    {"idempotency_conflict": "this Idempotency-Key was used for a different request"},
-)
-
-
-def error_response(
-    status: int, description: str | None = None, examples: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """One `responses=` entry: the envelope, a description, examples by error type."""
-    meaning, default_examples, headers = _CATALOGUE[status]
-    shown = examples or default_examples
-    entry: dict[str, Any] = {
-        "model": ErrorBody,
-        "description": description or meaning,
-        "content": {
-            "application/json": {
-                "examples": {kind: {"value": envelope(kind, text)} for kind, text in shown.items()}
-            }
-        },
-    }
-    if headers:
-        entry["headers"] = headers
-    return entry
-
-
-def errors(*statuses: int | tuple[int, str] | tuple[int, str, dict[str, str]]) -> Responses:
-    """`responses=` for the given statuses; a tuple overrides the meaning (and examples)."""
-    out: Responses = {}
-    for item in statuses:
-        status, *rest = item if isinstance(item, tuple) else (item,)
-        out[status] = error_response(status, *rest)
-    return out
-
 
 _TASK_EVENT = {
     "type": "object",
@@ -196,6 +100,8 @@ def complete(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
             schemas.pop(name, None)
     if "TaskCreate" in schemas:
         _task_create(schemas, settings)
+
+    complete_openai(doc, settings)
     return doc
 
 
@@ -277,6 +183,7 @@ def _parameter(path: str, param: dict[str, Any]) -> None:
 # path, where, name).
 _PARAMETER_SHAPES: dict[tuple[str, str, str], dict[str, Any]] = {
     ("", "path", "task_id"): {"format": "uuid", "description": "A task id (a UUID)."},
+    ("", "path", "response_id"): {"format": "uuid", "description": "Its task's id (a UUID)."},
     ("/v1/admin/queues/{queue}/pause", "path", "queue"): {"enum": list(QUEUES)},
     ("/v1/admin/queues/{queue}/resume", "path", "queue"): {"enum": list(QUEUES)},
     ("/v1/tasks", "query", "cursor"): {

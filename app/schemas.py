@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -31,7 +32,9 @@ from pydantic_core import PydanticCustomError
 
 from app.errors import safe_text
 from app.submit_fields import SCHEDULE_RULES, IfBusy, UnixTime
+from taskrecord.record import TaskRecord
 from taskrecord.settings import Settings
+from taskrecord.states import TaskState
 from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import aware, utc
 
@@ -280,9 +283,15 @@ class TaskError(BaseModel):
     message: str
 
 
+# States whose answer shows the partial output: the ended-early ones, and from the live
+# record also `running` (output so far); the SQL row's partial is read only once ended.
+ENDED_PARTIAL_STATES = frozenset({TaskState.CANCELLED, TaskState.TIMED_OUT, TaskState.FAILED})
+LIVE_PARTIAL_STATES = ENDED_PARTIAL_STATES | {TaskState.RUNNING}
+
+
 class TaskOut(BaseModel):
     task_id: str
-    state: str
+    state: TaskState
     queue: str
     priority: int
     estimated_seconds: float
@@ -301,41 +310,43 @@ class TaskOut(BaseModel):
     scheduled_for: datetime | None = None
 
     @classmethod
-    def from_live(cls, f: dict[str, str], partial: str | None) -> TaskOut:
-        def when(name: str) -> datetime | None:
-            return utc(float(f[name])) if f.get(name) else None
+    def from_live(cls, fields: Mapping[str, str], partial: str | None) -> TaskOut:
+        """From the task's Redis hash (`BadTaskRecord` if it cannot be read)."""
+        return cls.from_record(TaskRecord.from_hash(fields), partial)
 
-        state = f["state"]
+    @classmethod
+    def from_record(cls, r: TaskRecord, partial: str | None) -> TaskOut:
+        state = r.state
+        succeeded = state is TaskState.SUCCEEDED
         return cls(
-            task_id=f["id"],
+            task_id=r.id,
             state=state,
-            queue=f["queue"],
-            priority=int(f["priority"]),
-            estimated_seconds=float(f["estimated_seconds"]),
-            estimate_source=f.get("estimate_source", "heuristic"),
-            agent_id=f["agent_id"],
-            session_id=f.get("session_id") or None,
-            attempts=int(f.get("attempts") or 0),
-            created_at=when("created_at") or utc(0.0),  # type: ignore[arg-type]
-            started_at=when("started_at"),
-            finished_at=when("finished_at"),
-            result=json.loads(f["result"]) if state == "succeeded" and f.get("result") else None,
-            error=(json.loads(f["error"]) or None)
-            if f.get("error") and state != "succeeded"
-            else None,
-            partial=partial if state in ("cancelled", "timed_out", "failed", "running") else None,
-            cancel_requested=f.get("cancel_requested") == "1",
-            metadata=json.loads(f["metadata"]) if f.get("metadata") else None,
-            scheduled_for=when("scheduled_for"),
+            queue=r.queue,
+            priority=r.priority,
+            estimated_seconds=r.estimated_seconds,
+            estimate_source=r.estimate_source,
+            agent_id=r.agent_id,
+            session_id=r.session_id,
+            attempts=r.attempts,
+            created_at=utc(r.created_at),  # type: ignore[arg-type]
+            started_at=utc(r.started_at),
+            finished_at=utc(r.finished_at),
+            result=r.result if succeeded else None,  # type: ignore[arg-type]
+            error=(r.error or None) if not succeeded else None,  # type: ignore[arg-type]
+            partial=partial if state in LIVE_PARTIAL_STATES else None,
+            cancel_requested=r.cancel_requested,
+            metadata=r.metadata,
+            scheduled_for=utc(r.scheduled_for),
         )
 
     @classmethod
     def from_row(cls, row: TaskRow) -> TaskOut:
         created = aware(row.created_at)
         assert created is not None
+        succeeded = row.state == TaskState.SUCCEEDED
         return cls(
             task_id=row.id,
-            state=row.state,
+            state=TaskState(row.state),
             queue=row.queue,
             priority=row.priority,
             estimated_seconds=row.estimated_seconds,
@@ -346,9 +357,9 @@ class TaskOut(BaseModel):
             created_at=created,
             started_at=aware(row.started_at),
             finished_at=aware(row.finished_at),
-            result=row.result if row.state == "succeeded" else None,  # type: ignore[arg-type]
-            error=row.error if row.state != "succeeded" else None,  # type: ignore[arg-type]
-            partial=row.partial if row.state in ("cancelled", "timed_out", "failed") else None,
+            result=row.result if succeeded else None,  # type: ignore[arg-type]
+            error=row.error if not succeeded else None,  # type: ignore[arg-type]
+            partial=row.partial if row.state in ENDED_PARTIAL_STATES else None,
             metadata=row.metadata_,  # type: ignore[arg-type]
         )
 

@@ -104,7 +104,8 @@ async def submit(
         ctx.metrics.refused.labels("conversation_busy").inc()
         raise busy_refusal(outcome[5:])
     await cancel_displaced(ctx, task_id, body.if_busy, created.to_cancel)
-    await idempotency.confirm(ctx, tenant, idempotency_key, fingerprint(body), task_id)
+    if idempotency_key is not None:
+        await idempotency.confirm(ctx, tenant, idempotency_key, fingerprint(body), task_id)
     ctx.metrics.submitted.labels(queue).inc()
     return task_id, fields
 

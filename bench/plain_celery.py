@@ -23,7 +23,7 @@ V1_TOKEN = os.environ.get("PLAIN_V1_TOKEN", "sim-token")
 app = Celery("plain", broker=BROKER_URL, backend=BROKER_URL)
 
 
-@app.task(name="plain.call_v1")
+@app.task(name="plain.call_v1")  # type: ignore[untyped-decorator]
 def call_v1(message: str) -> str:
     response = httpx.post(
         f"{V1_URL}/v1/chat/completions",

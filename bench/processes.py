@@ -209,14 +209,17 @@ def plain_celery_worker(
     pool: str = "prefork",
     concurrency: int | None = None,
     name: str = "plain",
+    app: str = "bench.plain_celery",
+    queues: str | None = None,
 ) -> ManagedProcess:
-    """`celery -A bench.plain_celery worker`: the textbook setup (see bench/plain_celery.py)."""
+    """`celery -A bench.plain_celery worker`: the textbook setup (see bench/plain_celery.py);
+    `app="bench.plain_celery_tuned"` for the tuned one (shared client, task_routes)."""
     command = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "bench.plain_celery",
+        app,
         "worker",
         "-P",
         pool,
@@ -227,5 +230,7 @@ def plain_celery_worker(
     ]
     if concurrency is not None:
         command += ["-c", str(concurrency)]
+    if queues is not None:
+        command += ["-Q", queues]
     env = child_env(PLAIN_BROKER_URL=broker_url, PLAIN_V1_URL=v1_url, PLAIN_V1_TOKEN=V1_TOKEN)
     return bench.process(f"celery-{name}", command, env, ready_log="ready.", ready_timeout=90)

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,23 @@ from bench.processes import command_line
 from testbed import ROOT
 
 RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def git_commit() -> str:
+    """`git rev-parse --short HEAD`, plus `+dirty` when the tree has uncommitted changes
+    (the figures then come from code no commit holds); "unknown" outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 # --------------------------------------------------------------------------- results
@@ -52,6 +70,7 @@ class Report:
         self.details: dict[str, Any] = {}
         self.notes: list[str] = []
         self.started = time.time()
+        self.commit = git_commit()  # the code these figures measure, in every row
         # The machine may be shared (other test runs): keep its load next to the figures.
         self.loadavg_start = [round(x, 2) for x in os.getloadavg()]
 
@@ -76,6 +95,7 @@ class Report:
                 "ratio": None if ratio is None else float(f"{ratio:.4g}"),
                 "note": note,
                 "command": self.command,
+                "commit": self.commit,
             }
         )
 
@@ -86,6 +106,7 @@ class Report:
         return {
             "benchmark": self.name,
             "command": self.command,
+            "commit": self.commit,
             "started_at": self.started,
             "duration_s": round(time.time() - self.started, 1),
             "params": self.params,
@@ -121,7 +142,7 @@ class Report:
                 )
             )
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-        print(f"\n== {self.name} ==  command: {self.command}")
+        print(f"\n== {self.name} ==  commit {self.commit}  command: {self.command}")
         for i, row in enumerate(rows):
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
             if i == 0:

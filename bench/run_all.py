@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import command_line, python_exe, raise_nofile
-from bench.report import RESULTS_DIR, fmt
+from bench.report import RESULTS_DIR, fmt, git_commit
 from testbed import ROOT
 
 BENCHMARKS = (
@@ -38,7 +38,14 @@ BENCHMARKS = (
     "worker_cpu",  # issue 5 #5
     "crash_recovery",  # issue 5 #6
     "fairness",  # issue 8
+    "v1_slots",  # issue 13: V1 slots never idle while work waits
+    "whole_system",  # issue 13: full system measured from outside
+    "inflight_10k",  # issue 13: 10,000 tasks of 60 s (minutes)
+    "gateway_workers",  # issue 13: submits/s with GATEWAY_WORKERS=1 and 2
+    "event_bridge",  # issue 13: a gateway's CPU for events nobody on it follows
 )
+# Benchmarks that need longer than --timeout by design (seconds, full size).
+LONG_TIMEOUTS = {"inflight_10k": 1200.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,6 +139,7 @@ def _cell(value: Any, unit: str = "") -> str:
 
 
 def write_summary(runs: list[dict[str, Any]], args: argparse.Namespace, started: float) -> Path:
+    commit = git_commit()
     lines = [
         "# OpenClaw V2 benchmarks",
         "",
@@ -139,10 +147,11 @@ def write_summary(runs: list[dict[str, Any]], args: argparse.Namespace, started:
         f"`{command_line('bench.run_all')}` on {os.cpu_count()} CPUs "
         f"(load average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}); "
         f"{time.time() - started:.0f} s in all. Ratio = ours / baseline, both measured in the "
-        "same run. Every figure is reproduced by the command in its row.",
+        "same run. Every figure is reproduced by the command in its row, on the commit in its "
+        f"row (`+dirty`: uncommitted changes on top of it; at the end of this run: {commit}).",
         "",
-        "| benchmark | figure | value | baseline | ratio | command |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| benchmark | figure | value | baseline | ratio | commit | command |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         result = run["result"]
@@ -152,7 +161,8 @@ def write_summary(runs: list[dict[str, Any]], args: argparse.Namespace, started:
             )
             reason = reason.replace("|", "\\|")[:400]
             lines.append(
-                f"| {run['name']} | **FAILED** ({reason}) | - | - | - | `{run['command']}` |"
+                f"| {run['name']} | **FAILED** ({reason}) | - | - | - | {commit} "
+                f"| `{run['command']}` |"
             )
             if result is None:
                 continue
@@ -160,7 +170,8 @@ def write_summary(runs: list[dict[str, Any]], args: argparse.Namespace, started:
             figure = f["figure"] + (f" ({f['note']})" if f.get("note") else "")
             lines.append(
                 f"| {run['name']} | {figure.replace('|', '/')} | {_cell(f['value'], f['unit'])} | "
-                f"{_cell(f['baseline'], f['unit'])} | {fmt(f['ratio'])} | `{f['command']}` |"
+                f"{_cell(f['baseline'], f['unit'])} | {fmt(f['ratio'])} | "
+                f"{f.get('commit', result.get('commit', '-'))} | `{f['command']}` |"
             )
     lines += ["", "## Notes", ""]
     for run in runs:
@@ -186,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for name in args.names:
-            runs.append(run_one(name, args.quick, args.timeout))
+            timeout = max(args.timeout, LONG_TIMEOUTS.get(name, 0.0))
+            runs.append(run_one(name, args.quick, timeout))
             print(f"##### {name}: {runs[-1]['status']} ({runs[-1]['seconds']} s)", flush=True)
     finally:
         path = write_summary(runs, args, started)

@@ -5,9 +5,11 @@ Valkey (separate DBs). No Celery worker runs: submitted tasks stay queued (QUEUE
 raised to 1,000,000 so the queue never refuses). Load comes from this process through
 `bench.loadgen` (raw HTTP/1.1 keep-alive, open loop: latency from the scheduled send time).
 
-Figures: p50/p99 at each offered rate for ours and the baseline with p99(ours)/p99(base);
-max sustained submits/s (closed loop, --closed-concurrency clients); the highest offered
-rate each served with p99 < 50 ms and no errors; server CPU per submit.
+Figures: p50/p99 at each offered rate for ours and the baseline with p99(ours)/p99(base)
+(after --rates, the rate grows x1.5 per step until one side's p99 passes 50 ms, up to
+--max-rate); max sustained submits/s (closed loop, --closed-concurrency clients); the
+highest offered rate each served with p99 < 50 ms and no errors; server CPU per submit,
+Valkey's CPU per submit (both sides use one Valkey, one side at a time) and their sum.
 
     .venv/bin/python -m bench.submit_latency [--quick] [--rates 100,200,400,800]
 """
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bench import loadgen
@@ -38,10 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--closed-concurrency", type=int, default=32)
     parser.add_argument("--closed-seconds", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=None,
+        help="after --rates, offer x1.5 more per step until one side's p99 passes "
+        f"{P99_TARGET_MS:.0f} ms or errs, up to this rate (default 4000; quick 1600; 0: off)",
+    )
     args = parser.parse_args(argv)
     if args.rates is None:
         args.rates = "100,200,400" if args.quick else "100,200,400,800"
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.max_rate is None:
+        args.max_rate = 1600.0 if args.quick else 4000.0
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 6.0
     if args.closed_seconds is None:
@@ -81,8 +93,34 @@ async def settle(
     return time.monotonic() - start
 
 
-async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]]) -> dict[str, Any]:
-    """targets: name -> (base url, server pid). Returns per-target phase summaries."""
+def offered_rates(args: argparse.Namespace, out: dict[str, Any]) -> Iterator[float]:
+    """--rates, then x1.5 per step until a side's last phase had p99 over the target or
+    errors (so the figures separate the two), or past --max-rate."""
+    yield from args.rate_list
+    rate = args.rate_list[-1] if args.rate_list else 100.0
+    while True:
+        last = [o["open"][-1] for o in out.values() if o["open"]]
+        if any(p["errors"] or (p["latency_ms"]["p99"] or 0) > P99_TARGET_MS for p in last):
+            return
+        rate = float(round(rate * 1.5, -2))
+        if rate > args.max_rate:
+            return
+        yield rate
+
+
+def cpu_ms(watch: ProcWatch | None, cpu0: float, ok: int) -> float | None:
+    """CPU ms per answered submit since `cpu0` (None without a process or an answer)."""
+    return round(1000 * (watch.cpu() - cpu0) / ok, 3) if watch is not None and ok else None
+
+
+async def measure(
+    args: argparse.Namespace,
+    targets: dict[str, tuple[str, int]],
+    valkey: ProcWatch | None = None,
+) -> dict[str, Any]:
+    """targets: name -> (base url, server pid); `valkey`: the Valkey both use (phases run
+    one target at a time, so its CPU in a phase is that target's). Returns per-target phase
+    summaries."""
     out: dict[str, Any] = {name: {"open": [], "closed": None} for name in targets}
     pools: dict[str, loadgen.Pool] = {}
     requests: dict[str, bytes] = {}
@@ -96,10 +134,11 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
             warm = await loadgen.open_loop(pools[name], requests[name], 100, 1.5, args.timeout)
             if warm.ok == 0:
                 raise RuntimeError(f"{name}: warm-up failed: {dict(warm.errors)}")
-        for rate in args.rate_list:
+        for rate in offered_rates(args, out):
             for name in targets:
                 waited = await settle(watches)
                 cpu0 = watches[name].cpu()
+                vk0 = valkey.cpu() if valkey is not None else 0.0
                 phase = await loadgen.open_loop(
                     pools[name], requests[name], rate, args.seconds, args.timeout
                 )
@@ -108,6 +147,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
                 summary["server_cpu_ms_per_submit"] = (
                     round(1000 * (watches[name].cpu() - cpu0) / phase.ok, 3) if phase.ok else None
                 )
+                summary["valkey_cpu_ms_per_submit"] = cpu_ms(valkey, vk0, phase.ok)
                 out[name]["open"].append(summary)
                 lat = summary["latency_ms"]
                 log(
@@ -120,6 +160,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
         for name in targets:
             await settle(watches)
             cpu0 = watches[name].cpu()
+            vk0 = valkey.cpu() if valkey is not None else 0.0
             phase = await loadgen.closed_loop(
                 pools[name], requests[name], args.closed_concurrency, args.closed_seconds
             )
@@ -127,6 +168,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, tuple[str, int]])
             summary["server_cpu_ms_per_submit"] = (
                 round(1000 * (watches[name].cpu() - cpu0) / phase.ok, 3) if phase.ok else None
             )
+            summary["valkey_cpu_ms_per_submit"] = cpu_ms(valkey, vk0, phase.ok)
             out[name]["closed"] = summary
             log(
                 NAME,
@@ -155,18 +197,27 @@ def run(args: argparse.Namespace) -> Report:
     report = Report(NAME, f"bench.{NAME}", {k: v for k, v in vars(args).items()})
     with Bench(NAME) as bench:
         bench.valkey()
-        system = bench.system("http://127.0.0.1:9", QUEUE_LIMIT="1000000")
-        system.start_gateway()
+        # No queue limit or tenant quota (unfinished tasks, submit rate) refuses: no task ends.
+        system = bench.system(
+            "http://127.0.0.1:9",
+            QUEUE_LIMIT="1000000",
+            TENANT_MAX_QUEUED="1000000",
+            TENANT_RATE_PER_SECOND="0",
+        )
+        # /healthz: no V1 runs here, so /readyz (which asks V1) would never say ready.
+        system.start_gateway(ready_path="/healthz")
         base_url, base_pid = start_baseline(bench, bench.redis_url(bench.new_db()))
         assert system.gateway is not None
         targets = {"ours": (system.url, system.gateway.pid), "baseline": (base_url, base_pid)}
+        valkey_pid = bench.valkey_pid()
+        valkey = ProcWatch(valkey_pid, tree=False) if valkey_pid is not None else None
         log(NAME, f"gateway {system.url}, baseline {base_url}; no workers (tasks stay queued)")
         try:
             import uvloop
 
-            results = uvloop.run(measure(args, targets))
+            results = uvloop.run(measure(args, targets, valkey))
         except ImportError:
-            results = asyncio.run(measure(args, targets))
+            results = asyncio.run(measure(args, targets, valkey))
     report.details = results
     ours, base = results["ours"], results["baseline"]
     for o, b in zip(ours["open"], base["open"], strict=True):
@@ -206,6 +257,26 @@ def run(args: argparse.Namespace) -> Report:
         "ms",
         baseline=bc["server_cpu_ms_per_submit"],
         note="gateway / baseline process only (Valkey not counted)",
+    )
+    report.add(
+        "Valkey CPU per submit (closed loop)",
+        oc["valkey_cpu_ms_per_submit"],
+        "ms",
+        baseline=bc["valkey_cpu_ms_per_submit"],
+        note="the one Valkey both use, read while only that side ran",
+    )
+    both = [
+        None
+        if c["server_cpu_ms_per_submit"] is None or c["valkey_cpu_ms_per_submit"] is None
+        else round(c["server_cpu_ms_per_submit"] + c["valkey_cpu_ms_per_submit"], 3)
+        for c in (oc, bc)
+    ]
+    report.add(
+        "server + Valkey CPU per submit (closed loop)",
+        both[0],
+        "ms",
+        baseline=both[1],
+        note="ours moves work into Valkey scripts: this is the whole cost of a submit",
     )
     report.note(
         "ours = app gateway (python -m app) POST /v1/tasks; baseline = bench/baseline_app.py "

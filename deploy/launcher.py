@@ -3,7 +3,8 @@
     python -m deploy.launcher
 
 Starts an embedded Valkey unless REDIS_URL is set and the V1 simulator unless V1_URL is set,
-then the gateway, two Celery workers per queue, the maintenance loop and Flower, waits until
+then the gateway, the Celery workers (short and long ones added and drained by the
+`autoscaler` program, deploy/autoscaler.py), the maintenance loop and Flower, waits until
 the gateway's /readyz answers, and prints where everything is. supervisord restarts any
 program that dies; on SIGINT / SIGTERM the launcher stops supervisord, which stops the
 programs in reverse start order (workers drain while Redis and V1 still run).
@@ -34,6 +35,7 @@ from deploy.layout import Layout
 from deploy.programs import plan_programs, secret_environment, shared_environment
 from deploy.supervisor_conf import render_supervisord_conf
 from deploy.supervisor_process import STOP_SIGNALS, Supervisord, refuse_if_running
+from taskrecord.redis_client import ping as ping_redis
 from taskrecord.settings import Settings, get_settings
 
 logger = logging.getLogger("deploy.launcher")
@@ -191,7 +193,10 @@ def wait_until_up(
     while True:
         _check_alive(supervisord)
         try:
-            wait_for_redis(endpoints.redis_url, timeout=1.0)
+            if settings.redis_sentinels:
+                ping_redis(settings, timeout=1.0)  # the primary they name, not REDIS_URL's host
+            else:
+                wait_for_redis(endpoints.redis_url, timeout=1.0)
             break
         except (TimeoutError, RuntimeError, redis.RedisError):
             if time.monotonic() > deadline:

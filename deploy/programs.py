@@ -5,7 +5,7 @@ One plan shared by the supervisord config the launcher writes and the tests that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploy.embedded_valkey import EmbeddedValkey
@@ -25,6 +25,7 @@ _PRIORITY = {
     "valkey": 10,
     "v1sim": 20,
     "worker": 100,
+    "autoscaler": 150,  # stops before the workers, so it starts none during a shutdown
     "maintenance": 200,
     "gateway": 300,
     "flower": 400,
@@ -42,6 +43,9 @@ class Program:
     stopwaitsecs: int
     # Settings for this program only (no secrets: they are written to the config file).
     environment: tuple[tuple[str, str], ...] = ()
+    autostart: bool = True
+    # supervisord's autorestart: "true", or "unexpected" (not after a clean exit, code 0).
+    autorestart: str = "true"
 
 
 # Seed lifetimes: short-task workers recycle after 5 min, long-task ones after 1 h.
@@ -51,6 +55,23 @@ WORKER_LIFETIMES = {"priority": 300, "short": 300, "long": 3600}
 # (tasks/recycling.py), so a queue never waits without a consumer.
 WORKER_SLOTS = (1, 2)
 LIFETIME_SPREAD = {1: 1.0, 2: 1.5}
+AUTOSCALER = "autoscaler"
+
+
+def autoscaled_pools(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Queue -> (fewest, most) worker processes the autoscaler keeps (none when it is off).
+
+    `priority` keeps its two fixed workers: it takes only the few priority > 8 tasks."""
+    if not settings.autoscale:
+        return {}
+    pools = {
+        "short": (settings.autoscale_short_min, settings.autoscale_short_max),
+        "long": (settings.autoscale_long_min, settings.autoscale_long_max),
+    }
+    for queue, (low, high) in pools.items():
+        if low > high:
+            raise LaunchError(f"AUTOSCALE_{queue.upper()}_MIN ({low}) is above its MAX ({high})")
+    return pools
 
 
 def worker_program_name(queue: str, slot: int = 1) -> str:
@@ -84,9 +105,29 @@ def plan_programs(
             "--capacity", str(settings.simulator_capacity),
         )  # fmt: skip
         programs.append(Program("v1sim", command, _PRIORITY["v1sim"], stopwaitsecs=10))
+    pools = autoscaled_pools(settings)
     for queue in QUEUES:
-        for slot in WORKER_SLOTS:
-            programs.append(_worker_program(settings, python, queue, slot))
+        if queue in pools:
+            # One program per possible process; the first `min` start with the system, the
+            # autoscaler starts and drains the others. A clean exit (drained by the
+            # autoscaler, or recycled) is the autoscaler's to replace, not supervisord's;
+            # a crash is still restarted at once.
+            low, high = pools[queue]
+            for slot in range(1, high + 1):
+                worker = _worker_program(settings, python, queue, slot)
+                programs.append(replace(worker, autostart=slot <= low, autorestart="unexpected"))
+        else:
+            for slot in WORKER_SLOTS:
+                programs.append(_worker_program(settings, python, queue, slot))
+    if pools:
+        programs.append(
+            Program(
+                AUTOSCALER,
+                (python, "-m", "deploy.autoscaler"),
+                _PRIORITY["autoscaler"],
+                stopwaitsecs=10,
+            )
+        )
     programs.append(
         Program(
             "maintenance",
@@ -95,7 +136,12 @@ def plan_programs(
             stopwaitsecs=15,
         )
     )
-    programs.append(Program("gateway", (python, "-m", "app"), _PRIORITY["gateway"], 15))
+    # GATEWAY_WORKERS > 1: uvicorn's supervising process and its workers, one program
+    # (supervisord stops and kills them as a group).
+    gateway_env = (("GATEWAY_WORKERS", str(settings.gateway_workers)),)
+    programs.append(
+        Program("gateway", (python, "-m", "app"), _PRIORITY["gateway"], 15, gateway_env)
+    )
     # Basic auth reaches Flower as FLOWER_BASIC_AUTH (Flower reads FLOWER_<option>), not as
     # --basic-auth on the command line.
     flower = (
@@ -119,7 +165,9 @@ def _worker_program(settings: Settings, python: str, queue: str, slot: int) -> P
         "-E",
         "-l", "INFO",
     )  # fmt: skip
-    lifetime = round(WORKER_LIFETIMES[queue] * LIFETIME_SPREAD[slot])
+    # Slots past the second spread between 1.1 and 1.5 times the lifetime.
+    spread = LIFETIME_SPREAD.get(slot, 1.1 + 0.1 * ((slot - 3) % 5))
+    lifetime = round(WORKER_LIFETIMES[queue] * spread)
     # 30 s lets short tasks finish (warm shutdown); a longer task is killed and re-run
     # from its lease by another worker, so waiting longer would only delay the stop.
     return Program(

@@ -63,8 +63,8 @@ def _program_section(program: Program, layout: Layout) -> str:
             "command": _command(program.command),
             "directory": _value(str(layout.root)),
             "priority": str(program.priority),
-            "autostart": "true",
-            "autorestart": "true",
+            "autostart": "true" if program.autostart else "false",
+            "autorestart": program.autorestart,
             # A program that exits within startsecs counts as a failed start; Redis may take
             # a moment to answer, so allow enough retries (1 s, 2 s, ... apart) to outlast it.
             "startsecs": "2",

@@ -13,6 +13,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 from kombu.entity import Queue
 
+from taskrecord.redis_client import broker_sentinel_options, broker_url
 from taskrecord.settings import Settings
 from taskrecord.states import QUEUES
 from taskrecord.webhooks import WEBHOOK_QUEUE
@@ -25,12 +26,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # see tasks.maintenance), so its visibility timeout outlasts the absolute limit.
     visibility_timeout = settings.absolute_time_limit + 86_400
     return {
-        "broker_url": settings.require_redis_url(),
+        # REDIS_URL, or its primary through Sentinel (kombu's `sentinel://` transport).
+        "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            **broker_sentinel_options(settings),
         },
         # V2 keeps results itself (Redis cache + SQL); no Celery result keys at all.
         "result_backend": None,

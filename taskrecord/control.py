@@ -16,10 +16,11 @@ from celery import Celery
 
 from taskrecord.live import FinalizeResult, LiveStore, finalize_result, script_answer, text
 from taskrecord.message import run_message
-from taskrecord.mirror import live_fields_from_row, mirror_live
+from taskrecord.mirror import record_from_row
 from taskrecord.publish import publish_due
 from taskrecord.routing import choose_tier
 from taskrecord.settings import Settings
+from taskrecord.sql_pending import write_behind
 from taskrecord.states import TaskState
 from taskrecord.store.deliveries import DeliveryStore
 from taskrecord.store.repo import TaskStore
@@ -62,7 +63,7 @@ class TaskControl:
             only_from=only_from,
         )  # fmt: skip
         outcome = finalize_result(self.live.run(call))
-        publish_due(self.live, self.celery, outcome.woken)
+        publish_due(self.live, outcome.woken)
         if outcome.ended:
             self._mirror(task_id, detail or reason or None, outcome.detail, outcome.fields)
         return outcome
@@ -79,7 +80,7 @@ class TaskControl:
         """Back to `queued` with a new dispatch number, due for publishing after `delay`."""
         raw = self.live.run(self.live.calls.requeue(task_id, token, delay, error, queue))
         answer = script_answer(raw)
-        publish_due(self.live, self.celery, answer.woken)
+        publish_due(self.live, answer.woken)
         if int(answer.outcome) < 0:
             return False
         self._mirror(task_id, detail, None, answer.fields)
@@ -88,8 +89,8 @@ class TaskControl:
     def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
         answer = script_answer(self.live.run(self.live.calls.cancel(task_id, reason)))
         outcome = answer.outcome
-        publish_due(self.live, self.celery, answer.woken)
-        if outcome == "cancelled":
+        publish_due(self.live, answer.woken)
+        if outcome == TaskState.CANCELLED:
             self._mirror(task_id, reason, "", answer.fields)
             return Outcome(True, TaskState.CANCELLED)
         if outcome == "requested":
@@ -103,10 +104,10 @@ class TaskControl:
 
     def pause(self, task_id: str) -> Outcome:
         outcome = text(self.live.run(self.live.calls.pause(task_id)))
-        if outcome == "paused":
+        if outcome == TaskState.PAUSED:
             self._mirror(task_id, TaskState.PAUSED, "")
             return Outcome(True, TaskState.PAUSED)
-        if outcome == "running":
+        if outcome == TaskState.RUNNING:
             return Outcome(False, outcome, "a running task cannot be paused: V1 cannot pause "
                            "an agent run; cancel it instead")  # fmt: skip
         return Outcome(False, outcome, f"only a queued task can be paused (it is {outcome})")
@@ -116,7 +117,7 @@ class TaskControl:
         outcome = text(raw[0])
         if outcome != "resumed":
             return Outcome(False, outcome, f"only a paused task can be resumed (it is {outcome})")
-        publish_due(self.live, self.celery, [task_id] if int(raw[1]) else [])
+        publish_due(self.live, [task_id] if int(raw[1]) else [])
         self._mirror(task_id, "resumed", "")
         return Outcome(True, TaskState.QUEUED)
 
@@ -125,11 +126,11 @@ class TaskControl:
         recreated = outcome == "missing"
         if recreated:  # queued by the same script that rebuilt it
             outcome = self._recreate(task_id)
-        if outcome != "queued":
+        if outcome != TaskState.QUEUED:
             return Outcome(False, outcome, "only a failed, cancelled or timed-out task can be "
                            f"retried (it is {outcome})")  # fmt: skip
         if not recreated:
-            publish_due(self.live, self.celery, [task_id])
+            publish_due(self.live, [task_id])
         self._mirror(task_id, reason, "")
         return Outcome(True, TaskState.QUEUED)
 
@@ -142,17 +143,15 @@ class TaskControl:
             return row.state
         calls = self.live.calls
         tier = choose_tier(row.estimated_seconds, self.settings)
-        fields = live_fields_from_row(row, tier)
         # The SQL row has no webhook URL; the task's deliveries do (its end owes another).
         latest = DeliveryStore(self.store.engine).latest_for_task(task_id)
-        fields["webhook_url"] = latest.url if latest is not None else ""
         now = time.time()
-        fields["created_at"] = f"{now:.6f}"
-        dispatch_no = int(fields["dispatch"])
+        webhook_url = latest.url if latest is not None else ""
+        record = record_from_row(row, tier)._replace(created_at=now, webhook_url=webhook_url)
+        queued = {"queue": row.queue, "priority": row.priority, "retry": True}
         created = self.live.run(calls.create(
-            task_id, fields, {"queue": row.queue, "priority": row.priority, "retry": True},
-            now + calls.absolute_limit, row.queue, self.settings.queue_limit,
-            run_message(task_id, dispatch_no, row.queue),
+            task_id, record.to_hash(), queued, now + calls.absolute_limit, row.queue,
+            self.settings.queue_limit, run_message(task_id, record.dispatch, row.queue),
         ))  # fmt: skip
         return TaskState.QUEUED if text(created) == "1" else "conflict"
 
@@ -163,6 +162,7 @@ class TaskControl:
         partial: str | None,
         fields: dict[str, str] | None = None,
     ) -> None:
-        """Copy the record to SQL: from the script's answer when it carried the hash."""
+        """Copy the record to SQL: from the script's answer when it carried the hash.
+        Best-effort: a failed write is left to maintenance (`taskrecord.sql_pending`)."""
         record = fields if fields else self.live.get(task_id)
-        self.sql(mirror_live, self.store, task_id, record, partial, detail)
+        write_behind(self.live.redis, self.store, task_id, record, partial, detail, self.sql)

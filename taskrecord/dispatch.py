@@ -1,4 +1,5 @@
-"""Hand a task to Celery: the one place that builds the message."""
+"""Message ids, and Celery's own publish of the run message: the reference that
+`taskrecord.message` (what the scripts push) is checked against in tests/test_message.py."""
 
 from __future__ import annotations
 

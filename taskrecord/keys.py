@@ -7,7 +7,8 @@ from __future__ import annotations
 
 PREFIX = "v2"
 
-# Pub/sub: every task event, fanned out by each gateway to its own clients.
+# Pub/sub: nothing is published here; each gateway's event bridge stays subscribed to it
+# (its confirmation says the bridge is listening). Events go to the channels below.
 EVENTS_CHANNEL = f"{PREFIX}:events"
 # Pub/sub: control messages to workers (cancel a running task).
 CONTROL_CHANNEL = f"{PREFIX}:control"
@@ -25,6 +26,11 @@ DISPATCH_DUE = f"{PREFIX}:dispatch-due"
 # submit path writes Redis only; maintenance copies them in batches). Bounded by the
 # number of tasks submitted since the last copy.
 UNPERSISTED = f"{PREFIX}:unpersisted"
+# Sorted set task_id -> when its last SQL write failed (unix s): the SQL store is written
+# behind the live record, best-effort; maintenance copies each task's CURRENT live hash
+# into SQL until a copy sticks (`taskrecord.sql_pending`). An entry whose live record is
+# gone is dropped, so it is bounded by the number of live tasks.
+SQL_PENDING = f"{PREFIX}:sql-pending"
 # Sorted set of completion webhooks to act on -> when (unix s): `t:<task id>` a task with a
 # webhook ended (the end's script adds it; maintenance makes it a delivery), `d:<delivery
 # id>` a delivery's next attempt. Bounded by deliveries in flight: each leaves on success,
@@ -34,12 +40,27 @@ WEBHOOKS_DUE = f"{PREFIX}:webhooks-due"
 # until when an instance that claimed it is firing it. Bounded by the number of schedules
 # (TENANT_MAX_SCHEDULES per tenant); rebuilt from the SQL store if lost.
 SCHEDULES_DUE = f"{PREFIX}:schedules-due"
+# String per run queue: the last message take_due.lua put at the queue's head (re-runs and
+# woken tasks keep first-come order among themselves); TTL 1 h, one per queue.
+QUEUE_HEAD_LAST = f"{PREFIX}:queue-head-last:"
 # Hash: paused queues (operators); bounded by the number of queues.
 PAUSED_QUEUES = f"{PREFIX}:paused-queues"
 # Hash agent -> learned duration stats; bounded by the number of agents.
 ESTIMATES = f"{PREFIX}:estimates"
 # Hash: circuit breaker state of V1; one key.
 BREAKER = f"{PREFIX}:breaker"
+
+
+def task_events_channel(task_id: str) -> str:
+    """Pub/sub: one task's events (`tenant\\nagent\\nsession\\n<event>`), for the gateways
+    whose clients follow it. The live scripts derive the same name."""
+    return f"{PREFIX}:ev:t:{task_id}"
+
+
+def session_events_channel(tenant: str, agent_id: str, session_id: str) -> str:
+    """Pub/sub: the events of one conversation's tasks (same payload), for the gateways
+    whose clients follow the conversation. The live scripts derive the same name."""
+    return f"{PREFIX}:ev:s:{tenant}\n{agent_id}\n{session_id}"
 
 
 def task_key(task_id: str) -> str:

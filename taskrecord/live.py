@@ -191,8 +191,12 @@ class LiveCalls:
         return self._call(live_scripts.RESTORE_ORPHAN, task_id, delivery_tag, dispatch, queue,
                           message)  # fmt: skip
 
-    def take_due(self, task_id: str) -> ScriptCall:
-        return self._call(live_scripts.TAKE_DUE, task_id)
+    def take_due(self, task_id: str, queue: str, dispatch: str, message: str) -> ScriptCall:
+        return self._call(live_scripts.TAKE_DUE, task_id, queue, dispatch, message)
+
+    def wake_waiting(self) -> ScriptCall:
+        """Per V1 budget, not per task: the task id is a placeholder."""
+        return self._call(live_scripts.WAKE_WAITING, "-")
 
 
 def create_result(raw: Any) -> CreateResult:

@@ -2,97 +2,99 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
+from taskrecord.live import dumps
+from taskrecord.record import TaskRecord
 from taskrecord.states import TaskState
 from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import TaskStore, aware, utc
 
 
-def _json(value: str | None) -> Any:
-    if not value:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return None
-
-
-def sql_fields(live: dict[str, str], partial: str | None = None) -> dict[str, Any]:
-    """The SQL columns that change while a task lives, read off its live hash."""
+def sql_fields(record: TaskRecord, partial: str | None = None) -> dict[str, Any]:
+    """The SQL columns that change while a task lives, read off its live record."""
     fields: dict[str, Any] = {
-        "attempts": int(live.get("attempts") or 0),
-        "queue": live.get("queue") or "short",
-        "started_at": utc(float(live["started_at"])) if live.get("started_at") else None,
-        "finished_at": utc(float(live["finished_at"])) if live.get("finished_at") else None,
-        "result": _json(live.get("result")) or None,
-        "error": _json(live.get("error")) or None,
+        "attempts": record.attempts,
+        "queue": record.queue or "short",
+        "started_at": utc(record.started_at),
+        "finished_at": utc(record.finished_at),
+        "result": record.result or None,
+        "error": record.error or None,
     }
     if partial is not None:
         fields["partial"] = partial
     return fields
 
 
-def live_fields_from_row(row: TaskRow, tier: str) -> dict[str, str]:
+def record_from_row(row: TaskRow, tier: str) -> TaskRecord:
     """Rebuild a live record from the SQL row (its Redis copy expired): for manual retry."""
     created = aware(row.created_at)
-    return {
-        "id": row.id,
-        "tenant": row.tenant,
-        "state": TaskState.QUEUED,
-        "queue": row.queue,
-        "tier": tier,
-        "priority": str(row.priority),
-        "estimated_seconds": str(row.estimated_seconds),
-        "estimate_source": row.estimate_source,
-        "agent_id": row.agent_id,
-        "session_id": row.session_id or "",
-        "created_at": f"{created.timestamp() if created else 0:.6f}",
-        "attempts": str(row.attempts),
-        "retry_base": str(row.attempts),
+    return TaskRecord(
+        id=row.id,
+        state=TaskState.QUEUED,
+        tenant=row.tenant,
+        queue=row.queue,
+        tier=tier,
+        priority=row.priority,
+        estimated_seconds=row.estimated_seconds,
+        estimate_source=row.estimate_source,
+        agent_id=row.agent_id,
+        session_id=row.session_id,
+        created_at=created.timestamp() if created else 0.0,
+        attempts=row.attempts,
+        retry_base=row.attempts,
         # Past the first dispatch: a revoke remembered by workers must not eat it.
-        "dispatch": str(row.attempts + 1),
-        "timeout_seconds": str(row.timeout_seconds or ""),
-        "request": json.dumps(row.request),
-        "metadata": json.dumps(row.metadata_) if row.metadata_ else "",
-    }
-
-
-def row_from_live(live: dict[str, str], partial: str | None) -> TaskRow:
-    created = utc(float(live.get("created_at") or 0.0))
-    assert created is not None
-    request = _json(live.get("request")) or {"messages": []}
-    return TaskRow(
-        id=live["id"],
-        tenant=live.get("tenant", ""),
-        state=live.get("state", TaskState.QUEUED),
-        priority=int(live.get("priority") or 5),
-        estimated_seconds=float(live.get("estimated_seconds") or 0.0),
-        estimate_source=live.get("estimate_source") or "heuristic",
-        agent_id=live.get("agent_id") or "main",
-        session_id=live.get("session_id") or None,
-        request=request,
-        metadata_=_json(live.get("metadata")),
-        timeout_seconds=int(float(live["timeout_seconds"]))
-        if live.get("timeout_seconds")
-        else None,
-        created_at=created,
-        **sql_fields(live, partial),
+        dispatch=row.attempts + 1,
+        timeout_seconds=row.timeout_seconds,
+        request=dumps(row.request),
+        metadata=row.metadata_ or None,
     )
+
+
+def row_from_record(record: TaskRecord, partial: str | None) -> TaskRow:
+    created = utc(record.created_at)
+    assert created is not None
+    return TaskRow(
+        id=record.id,
+        tenant=record.tenant,
+        state=record.state.value,
+        priority=record.priority,
+        estimated_seconds=record.estimated_seconds,
+        estimate_source=record.estimate_source or "heuristic",
+        agent_id=record.agent_id or "main",
+        session_id=record.session_id,
+        request=_request(record),
+        metadata_=record.metadata,
+        timeout_seconds=record.timeout_seconds,
+        created_at=created,
+        **sql_fields(record, partial),
+    )
+
+
+def _request(record: TaskRecord) -> dict[str, Any]:
+    try:
+        return record.request_body() or {"messages": []}
+    except ValueError:  # unreadable: the row still records the task
+        return {"messages": []}
 
 
 def mirror_live(
     store: TaskStore,
     task_id: str,
-    live: dict[str, str],
+    live: Mapping[str, str] | TaskRecord,
     partial: str | None,
     detail: str | None,
     *,
     insert_only: bool = False,
 ) -> None:
     """Write the task's current live state to SQL (inserting the row if it is not there
-    yet: the submit path writes Redis only). `insert_only`: see `TaskStore.upsert`."""
-    if not live.get("id"):
+    yet: the submit path writes Redis only). `insert_only`: see `TaskStore.upsert`. A hash
+    with no id or state (its record expired) writes nothing."""
+    if isinstance(live, TaskRecord):
+        record = live
+    elif live.get("id") and live.get("state"):
+        record = TaskRecord.from_hash(live)
+    else:
         return
-    store.upsert(row_from_live(live, partial), detail, insert_only=insert_only)
+    store.upsert(row_from_record(record, partial), detail, insert_only=insert_only)

@@ -16,8 +16,10 @@ from taskrecord import keys
 from taskrecord.estimator import MIN_SAMPLES, Estimate, heuristic_seconds
 from taskrecord.live import LiveCalls, ScriptCall, TenantQuota, dumps, text
 from taskrecord.message import run_message
+from taskrecord.record import TaskRecord
 from taskrecord.routing import choose_queue, choose_tier
 from taskrecord.settings import Settings
+from taskrecord.states import TaskState
 from taskrecord.tenants import TenantPolicy
 
 
@@ -96,6 +98,40 @@ def refusal(
     return None
 
 
+def new_record(
+    settings: Settings,
+    policy: TenantPolicy,
+    spec: TaskSpec,
+    task_id: str,
+    guess: Estimate,
+    now: float,
+) -> TaskRecord:
+    """The live record of a new, queued task."""
+    return TaskRecord(
+        id=task_id,
+        state=TaskState.QUEUED,
+        tenant=policy.tenant,
+        queue=choose_queue(spec.priority, guess.seconds, settings),
+        tier=choose_tier(guess.seconds, settings),
+        priority=spec.priority,
+        estimated_seconds=guess.seconds,
+        estimate_source=guess.source,
+        agent_id=spec.agent_id,
+        session_id=spec.session_id or None,
+        created_at=now,
+        attempts=0,
+        dispatch=1,
+        # The scheduler reads these when it hands out V1 slots (fair share, tenant cap).
+        weight=policy.weight,
+        line=policy.tenant if settings.fair_share else "*",
+        max_running=policy.max_running,
+        timeout_seconds=spec.timeout_seconds,
+        request=dumps({"messages": spec.messages}),
+        metadata=dict(spec.metadata) if spec.metadata else None,
+        webhook_url=spec.webhook_url,  # its end marks a webhook due (taskrecord/webhooks.py)
+    )
+
+
 def task_fields(
     settings: Settings,
     policy: TenantPolicy,
@@ -104,30 +140,8 @@ def task_fields(
     guess: Estimate,
     now: float,
 ) -> dict[str, str]:
-    """The live record (hash fields) of a new, queued task."""
-    return {
-        "id": task_id,
-        "tenant": policy.tenant,
-        "state": "queued",
-        "queue": choose_queue(spec.priority, guess.seconds, settings),
-        "tier": choose_tier(guess.seconds, settings),
-        "priority": str(spec.priority),
-        "estimated_seconds": str(guess.seconds),
-        "estimate_source": guess.source,
-        "agent_id": spec.agent_id,
-        "session_id": spec.session_id,
-        "created_at": f"{now:.6f}",
-        "attempts": "0",
-        "dispatch": "1",
-        # The scheduler reads these when it hands out V1 slots (fair share, tenant cap).
-        "weight": str(policy.weight),
-        "line": policy.tenant if settings.fair_share else "*",
-        "max_running": str(policy.max_running),
-        "timeout_seconds": str(spec.timeout_seconds or ""),
-        "request": dumps({"messages": spec.messages}),
-        "metadata": dumps(spec.metadata) if spec.metadata else "",
-        "webhook_url": spec.webhook_url,  # its end marks a webhook due (taskrecord/webhooks.py)
-    }
+    """The live record (hash fields) of a new, queued task, as CREATE takes them."""
+    return new_record(settings, policy, spec, task_id, guess, now).to_hash()
 
 
 def create_call(

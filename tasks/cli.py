@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-import redis
 from celery.bin.base import CeleryCommand
 
 from taskrecord.control import TaskControl
 from taskrecord.dead_letters import MAX_BULK_RETRY, RETRYABLE_STATES, BulkRetry, retry_matching
 from taskrecord.live import LiveStore
+from taskrecord.redis_client import redis_client
 from taskrecord.settings import get_settings
 from taskrecord.states import TaskState
 from taskrecord.store.db import create_store_engine
@@ -29,7 +29,7 @@ from taskrecord.store.repo import TaskStore, aware
 @contextmanager
 def _control(ctx: click.Context) -> Iterator[TaskControl]:
     settings = get_settings()
-    client = redis.Redis.from_url(settings.require_redis_url())
+    client = redis_client(settings)
     store = TaskStore(create_store_engine(settings.database_url))
     try:
         yield TaskControl(settings, LiveStore(client, settings), store, ctx.obj.app)

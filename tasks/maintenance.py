@@ -65,6 +65,7 @@ class Maintenance:
             "persisted": self.persist_new(),
             "recovered": self.recover_expired_leases(),
             "orphans_restored": self.restore_orphans(),
+            "woken": self.wake_waiting(),
             "dispatched": self.dispatch_due(),
             "expired": self.expire_overdue(),
             "webhooks": self.webhooks.run_once(),
@@ -104,7 +105,7 @@ class Maintenance:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
                 if self.control.requeue(task_id, fence, 0.0, error, queue,
                                         "re-queued after its worker was lost"):  # fmt: skip
-                    publish_due(self.live, self.celery, [task_id])
+                    publish_due(self.live, [task_id])
         return done
 
     def restore_orphans(self) -> int:
@@ -147,10 +148,16 @@ class Maintenance:
             client.zrem(keys.UNPERSISTED, *ids)
         return len(ids)
 
+    def wake_waiting(self) -> int:
+        """Tasks waiting for a V1 slot while one is free (a reservation lapsed, a lease ran
+        out): wake and publish them. A slot never idles longer than a round."""
+        woken = [text(v) for v in self.live.run(self.live.calls.wake_waiting())]
+        return publish_due(self.live, woken)
+
     def dispatch_due(self) -> int:
         """Publish retries whose delay passed, and tasks whose publisher died before it."""
         due = self.live.redis.zrangebyscore(keys.DISPATCH_DUE, "-inf", time.time(), 0, 500)
-        return publish_due(self.live, self.celery, [text(v) for v in due])
+        return publish_due(self.live, [text(v) for v in due])
 
     def expire_overdue(self) -> int:
         now = time.time()
@@ -181,14 +188,13 @@ class Maintenance:
 
 
 def main() -> None:
-    import redis
-
+    from taskrecord.redis_client import redis_client
     from taskrecord.store.db import create_store_engine
     from tasks.celery_app import create_celery_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    client = redis.Redis.from_url(settings.require_redis_url(), socket_keepalive=True)
+    client = redis_client(settings, socket_keepalive=True)
     maintenance = Maintenance(
         settings,
         LiveStore(client, settings),

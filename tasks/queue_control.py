@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery.signals import worker_ready
 from celery.worker.control import control_command, ok
 
 from taskrecord import keys
 from taskrecord.live import text
+from taskrecord.redis_client import redis_client
+from taskrecord.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _apply_paused_queues(sender: Any = None, **_: Any) -> None:
     global CONSUMER
     consumer = CONSUMER = sender
     HOME_QUEUES.update(q.name for q in consumer.task_consumer.queues)
-    client = redis.Redis.from_url(consumer.app.conf.broker_url)
+    client = redis_client(get_settings())
     try:
         paused = {text(name) for name in client.hkeys(keys.PAUSED_QUEUES)}
     finally:

@@ -21,8 +21,9 @@ from greenlet import GreenletExit
 
 from taskrecord import keys
 from taskrecord.estimator import learn
-from taskrecord.live import claim_result
-from taskrecord.mirror import mirror_live
+from taskrecord.live import claim_result, text
+from taskrecord.record import TaskRecord
+from taskrecord.sql_pending import write_behind
 from taskrecord.states import TaskState
 from tasks.errors import (
     LeaseLost,
@@ -98,15 +99,20 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
         log.info("task %s not run: %s", task_id, claim.outcome)
         return claim.outcome
     fields = claim.fields
-    runtime.blocking(mirror_live, runtime.store, task_id, fields, None, f"attempt on {worker}")
-    return _run_claimed(runtime, task_id, token, fields)
+    record = TaskRecord.from_hash(fields)
+    # Best-effort: SQL being away must not stop the run (maintenance copies it later).
+    write_behind(runtime.redis, runtime.store, task_id, record, None, f"attempt on {worker}",
+                 runtime.blocking)  # fmt: skip
+    return _run_claimed(runtime, task_id, token, fields, record)
 
 
-def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[str, str]) -> str:
+def _run_claimed(
+    runtime: WorkerRuntime, task_id: str, token: str, fields: dict[str, str], record: TaskRecord
+) -> str:
     settings = runtime.settings
     live = runtime.live
     # A manual retry starts a fresh round of automatic retries.
-    attempts = int(fields.get("attempts") or 1) - int(fields.get("retry_base") or 0)
+    attempts = record.attempts_since_retry
     deadline, promote_to = attempt_deadlines(fields, settings, time.time())
     running = RunningTask(task_id, token, gevent.getcurrent(), deadline, promote_to)
     runtime.supervisor.add(running)
@@ -115,7 +121,7 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
         turn = runtime.conversations.plan(task_id, fields)
         with running.interruptible():
             result = runtime.v1.chat(
-                agent_id=fields["agent_id"],
+                agent_id=record.agent_id,
                 messages=turn.messages,
                 user=turn.user,
                 on_answered=lambda: runtime.conversations.accepted(task_id, fields, turn),
@@ -124,7 +130,7 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
         progress.flush()
         runtime.breaker.record(ok=True)
         finish(runtime, task_id, TaskState.SUCCEEDED, token=token, result=result.as_dict())
-        learn_duration(runtime, fields)
+        learn_duration(runtime, record)
         return TaskState.SUCCEEDED
     except TaskCancelled as exc:
         _flush_quietly(progress)
@@ -144,7 +150,7 @@ def _run_claimed(runtime: WorkerRuntime, task_id: str, token: str, fields: dict[
             runtime.breaker.record(ok=False)
         if runtime.policy.should_retry(exc, attempts):
             delay = runtime.policy.delay(attempts)
-            requeue(runtime, task_id, token, delay, exc.as_dict(), fields.get("queue", "short"))
+            requeue(runtime, task_id, token, delay, exc.as_dict(), record.queue)
             return "retrying"
         finish(runtime, task_id, TaskState.FAILED, token=token, error=exc.as_dict())
         return TaskState.FAILED
@@ -168,7 +174,7 @@ def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
         verdict = runtime.breaker.check()
         if verdict.allowed:
             return True
-        if runtime.redis.hget(keys.task_key(task_id), "state") != b"queued":
+        if text(runtime.redis.hget(keys.task_key(task_id), "state") or b"") != TaskState.QUEUED:
             return False
         # Held by a live worker: maintenance must not take its message back meanwhile (if
         # this worker dies, the mark lapses and the message is restored).
@@ -178,9 +184,9 @@ def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
         gevent.sleep(pause + random.uniform(0, 0.5))
 
 
-def learn_duration(runtime: WorkerRuntime, fields: dict[str, str]) -> None:
-    started = float(fields.get("attempt_started_at") or time.time())
-    learn(runtime.redis, fields["agent_id"], time.time() - started)
+def learn_duration(runtime: WorkerRuntime, record: TaskRecord) -> None:
+    started = record.attempt_started_at or time.time()
+    learn(runtime.redis, record.agent_id, time.time() - started)
 
 
 def _flush_quietly(progress: ProgressEmitter) -> None:

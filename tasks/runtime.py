@@ -17,6 +17,7 @@ from celery import Celery
 from taskrecord.breaker import Breaker
 from taskrecord.control import TaskControl
 from taskrecord.live import LiveStore
+from taskrecord.redis_client import redis_client
 from taskrecord.settings import Settings
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
@@ -67,8 +68,8 @@ class WorkerRuntime:
 
 
 def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
-    client = redis.Redis.from_url(
-        settings.require_redis_url(),
+    client = redis_client(
+        settings,
         socket_keepalive=True,
         health_check_interval=25,
         max_connections=2000,

@@ -32,6 +32,10 @@ class System:
     processes: list[ManagedProcess] = field(default_factory=list)
     gateway: ManagedProcess | None = None
     gateway_port: int = 0
+    # Where the gateway listens and is reached, and what every command is run under (the
+    # cluster test: its host's address and `ip netns exec <host>`).
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def redis_url(self) -> str:
@@ -39,7 +43,7 @@ class System:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        return f"http://{self.host}:{self.gateway_port}"
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -70,7 +74,7 @@ class System:
         self.gateway_port = port or self.gateway_port or free_port()
         proc = ManagedProcess(
             f"gateway-{self.db}",
-            [sys.executable, "-m", "app"],
+            [*self.prefix, sys.executable, "-m", "app"],
             self.env(GATEWAY_PORT=str(self.gateway_port)),
             self.workdir / f"gateway-{uuid.uuid4().hex[:6]}.log",
         ).start()
@@ -86,6 +90,7 @@ class System:
         proc = ManagedProcess(
             f"worker-{name}",
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "celery",
@@ -116,7 +121,7 @@ class System:
     def start_maintenance(self) -> ManagedProcess:
         proc = ManagedProcess(
             f"maintenance-{self.db}",
-            [sys.executable, "-m", "tasks.maintenance"],
+            [*self.prefix, sys.executable, "-m", "tasks.maintenance"],
             self.env(),
             self.workdir / "maintenance.log",
         ).start()

@@ -71,6 +71,8 @@ def _settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "v1_token": SecretStr(SECRET_TOKEN),
         "flower_password": SecretStr(SECRET_PASSWORD),
+        # The fixed two workers per queue; the autoscaled layout: tests/unit/test_autoscale.py.
+        "autoscale": False,
     }
     values.update(overrides)
     return get_settings(**values)

@@ -85,6 +85,9 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Launch]]:
             "GATEWAY_PORT": str(gateway_port),
             "FLOWER_PORT": str(flower_port),
             "SIMULATOR_PORT": str(free_port()),
+            # Two `short` workers as before the autoscaler (whose seed minimum is 5): the
+            # suite's machine has two cores. The autoscaler itself runs.
+            "AUTOSCALE_SHORT_MIN": "2",
             **env,
         }
         process = subprocess.Popen(

@@ -72,6 +72,7 @@ def test_launcher_started_with_sigint_ignored_stops_on_sigint(project: Path, var
         "GATEWAY_PORT": str(free_port()),
         "FLOWER_PORT": str(free_port()),
         "SIMULATOR_PORT": str(free_port()),
+        "AUTOSCALE_SHORT_MIN": "2",  # two `short` workers, as test_launcher_e2e.py
     }
     launcher = subprocess.Popen(
         [PYTHON, "-m", "deploy.launcher", "--project-root", str(project)],

@@ -51,19 +51,35 @@ def queues_resumed(system: System) -> Iterator[None]:
 
 
 SEED = "20261128"
+AGENTS = "main,coder"  # the simulator's
 
 
-def system_openapi(system: System) -> dict[str, Any]:
-    document: dict[str, Any] = httpx.get(f"{system.url}/openapi.json", timeout=10).json()
-    return document
-
-
-OPENAI_ROUTES = "^/v1/(chat/completions|responses|models)"
+@pytest.fixture(scope="module")
+def knows_agents(system: System) -> Iterator[System]:
+    """One more gateway on the suite's system (its Valkey database, SQLite file and
+    workers), deployed with V1_AGENTS: the document then names the agents a request may
+    name, and another one is refused at once (422 `unknown_agent`) instead of reaching V1
+    (400 from a chat completion, as V1 answers). The shared gateway has no V1_AGENTS:
+    tests/test_v1_failures.py sends V1 an agent it does not know."""
+    replica = System(
+        redis_base=system.redis_base,
+        db=system.db,
+        v1_url=system.v1_url,
+        workdir=system.workdir,
+        overrides={**system.overrides, "V1_AGENTS": AGENTS},
+        host=system.host,
+        prefix=system.prefix,
+    )
+    replica.start_gateway()
+    try:
+        yield replica
+    finally:
+        replica.stop()
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 60)
 def test_every_operation_answers_as_its_openapi_document_says(
-    system: System, queues_resumed: None
+    knows_agents: System, queues_resumed: None
 ) -> None:
     env = {
         **os.environ,
@@ -72,12 +88,8 @@ def test_every_operation_answers_as_its_openapi_document_says(
         "PYTHONPATH": str(ROOT),
     }
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG)]
-    # The OpenAI-compatible routes take OpenAI's request shapes and answer with V1's own
-    # refusals while waiting for their task (an agent V1 does not know is V1's 400): they are
-    # held to their contract by the official `openai` client (tests/test_openai_*.py).
     # A fixed seed keeps the run reproducible: a failure here is a finding, not noise.
-    command += ["--no-color", "run", f"{system.url}/openapi.json", "--seed", SEED,
-                "--exclude-path-regex", OPENAI_ROUTES]  # fmt: skip
+    command += ["--no-color", "run", f"{knows_agents.url}/openapi.json", "--seed", SEED]
     done = subprocess.run(
         command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
@@ -86,16 +98,9 @@ def test_every_operation_answers_as_its_openapi_document_says(
     assert done.returncode == 0, report[min((i for i in found if i >= 0), default=0) :][-12_000:]
     selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
     assert selected, report[-3000:]
-    # Every operation but the OpenAI-compatible ones was tested.
-    openai_ops = sum(
-        1
-        for path, item in system_openapi(system)["paths"].items()
-        if re.match(OPENAI_ROUTES, path)
-        for method in item
-        if method in ("get", "post", "put", "patch", "delete")
-    )
-    assert openai_ops >= 4 and int(selected[2]) - int(selected[1]) == openai_ops, selected[0]
-    assert selected[1] == selected[3], selected[0]
+    # Every operation was selected and tested, the OpenAI-compatible ones too.
+    assert selected[1] == selected[2] == selected[3], selected[0]
+    assert int(selected[1]) >= 28, selected[0]
 
 
 def test_every_v1_operation_documents_the_guards_answers_and_a_key(
@@ -167,6 +172,33 @@ def test_submit_limits_in_the_document_follow_the_settings() -> None:
     assert schemas["TaskCreate"]["properties"]["priority"]["maximum"] == 10
 
 
+def test_openai_routes_document_both_media_types_and_the_agents() -> None:
+    """A streamed answer is SSE, the rest JSON; with V1_AGENTS the document names the
+    models and agent ids (others: 422), without it an agent V1 refuses is a chat's 400."""
+    doc = _document(v1_agents="main,x.y")
+    paths = doc["paths"]
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/responses/{response_id}"):
+        op = next(iter(paths[path].values()))
+        assert set(op["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    chat = paths["/v1/chat/completions"]["post"]
+    assert {"400", "409", "422", "429", "502", "503", "504"} <= set(chat["responses"])
+    header = next(p for p in chat["parameters"] if p["name"] == "x-openclaw-agent-id")
+    pattern = re.compile(header["schema"]["pattern"])
+    assert [a for a in ("main", "x.y", "xzy", "mainx", "coder") if pattern.search(a)] == [
+        "main",
+        "x.y",
+    ]
+    request = doc["components"]["schemas"]["ResponseCreate"]["properties"]
+    assert request["model"]["enum"] == ["openclaw", "openclaw/main", "openclaw/x.y"]
+    assert _branch(request["input"], "string")["maxLength"] == 321
+    assert _branch(request["instructions"], "string")["pattern"] == NOT_BLANK
+    open_doc = _document(v1_agents="")
+    model = open_doc["components"]["schemas"]["ChatCompletionCreate"]["properties"]["model"]
+    assert "enum" not in model
+    refused = open_doc["paths"]["/v1/chat/completions"]["post"]["responses"]["400"]
+    assert "v1_bad_request" in refused["content"]["application/json"]["examples"]
+
+
 def test_not_blank_pattern_refuses_exactly_what_the_validators_strip() -> None:
     pattern = re.compile(NOT_BLANK)
     for code in range(sys.maxunicode + 1):
@@ -211,6 +243,12 @@ def test_event_cursor_beyond_any_seq_is_refused_not_a_broken_stream(system: Syst
             response = client.get(url, headers=headers, params=params)
             assert response.status_code == 422, (headers, params, response.text)
             assert response.json()["error"]["type"] == "invalid_request"
+
+
+def _document(v1_agents: str) -> dict[str, Any]:
+    settings = Settings(api_keys="k1:alpha", max_message_chars=321, v1_agents=v1_agents)
+    doc: dict[str, Any] = create_app(settings).openapi()
+    return doc
 
 
 def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

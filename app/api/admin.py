@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.deps import Context, bearer_key
 from app.errors import ApiError
-from app.openapi import Responses, errors
+from app.openapi_errors import Responses, errors
 from app.overview import read_overview
 from taskrecord import keys
 from taskrecord.breaker import describe

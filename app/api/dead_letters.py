@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from app.deps import Context, Tenant
 from app.errors import envelope
-from app.openapi import errors
+from app.openapi_errors import errors
 from app.schemas import Finite, Integral, SessionId
 from taskrecord.dead_letters import MAX_BULK_RETRY, retry_matching
 
@@ -31,6 +31,8 @@ class BulkRetryRequest(BaseModel):
         json_schema_extra={"examples": [{"state": "failed", "error_type": "stalled"}]},
     )
 
+    # RETRYABLE_STATES, spelled out: a Literal of TaskState members would put enum reprs in
+    # the 422 text (tests/unit/test_task_record.py keeps the two equal).
     state: Literal["failed", "cancelled", "timed_out"] = Field(
         "failed", description="Retry tasks that ended in this state."
     )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from app.api.tasks_read import load_task
 from app.deps import Context, Tenant
 from app.errors import ApiError
-from app.openapi import errors
+from app.openapi_errors import errors
 from taskrecord import keys
 from taskrecord.store.deliveries import PENDING, DeliveryStore, DeliveryView
 from taskrecord.store.models import DeliveryAttemptRow, DeliveryRow

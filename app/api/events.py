@@ -17,7 +17,8 @@ from app.api.streams import LOG_EXPIRED, Feed, SlowConsumer, log_expired
 from app.api.tasks_read import load_task
 from app.deps import Context, Tenant
 from app.errors import ApiError
-from app.openapi import errors, event_stream
+from app.openapi import event_stream
+from app.openapi_errors import errors
 
 router = APIRouter(tags=["events"])
 # Seqs are small; a bigger cursor is refused (past 2**64 Redis refused it mid-stream).

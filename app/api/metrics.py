@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import Context, bearer_key
 from app.errors import ApiError
-from app.openapi import errors
+from app.openapi_errors import errors
 from app.overview import read_overview
 from taskrecord.settings import DEV_METRICS_TOKEN
 

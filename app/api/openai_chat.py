@@ -25,19 +25,19 @@ from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.deps import Context, Tenant
 from app.errors import envelope, validation_response
+from app.openai_docs import CHAT_RESPONSES, MODELS_RESPONSES, TASK_HEADER
 from app.openai_follow import cancel_for_gone_client, follow, unless_disconnected, wait_terminal
 from app.openai_requests import ChatCompletionCreate, InvalidRequest
 from app.openai_shapes import chat_chunk, chat_completion, chat_failure
-from app.openapi import IDEMPOTENCY_CONFLICT, errors
 from app.schemas import AGENT_ID_PATTERN
 from app.submit import submit
+from taskrecord.states import EventType, TaskState
 
 router = APIRouter(tags=["openai"])
-TASK_HEADER = "x-openclaw-task-id"
 
 
 # As POST /v1/tasks: the request becomes a task through the same submit.
-@router.post("/v1/chat/completions", responses=errors(400, IDEMPOTENCY_CONFLICT, 429, 503))
+@router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
 async def chat_completions(
     body: ChatCompletionCreate,
     request: Request,
@@ -66,7 +66,7 @@ async def chat_completions(
         await cancel_for_gone_client(ctx, task_id)
         return JSONResponse(envelope("client_closed", "the client disconnected"), 499)
     task = await load_task(ctx, tenant, task_id)
-    if task.state == "succeeded" and task.result is not None:
+    if task.state == TaskState.SUCCEEDED and task.result is not None:
         return JSONResponse(chat_completion(task, body.model), headers=headers)
     error = task.error.model_dump() if task.error is not None else None
     status, member = chat_failure(task.state, error)
@@ -74,7 +74,7 @@ async def chat_completions(
     return JSONResponse({"error": member}, status, headers={**headers, "x-should-retry": "false"})
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=MODELS_RESPONSES)
 async def list_models(ctx: Context, _tenant: Tenant) -> dict[str, Any]:
     """The models a client may name, as V1 lists them: `openclaw` (the default agent) and
     `openclaw/<agent>` for each of V1_AGENTS (or the default agent when that is empty)."""
@@ -106,10 +106,10 @@ def chat_stream(
         async with aclosing(follow(ctx, bridge, tenant, task_id)) as events:
             async for event in events:
                 payload: dict[str, Any] = orjson.loads(event.raw).get("data") or {}
-                if event.type == "progress":
+                if event.type == EventType.PROGRESS:
                     delta = {"content": payload.get("delta", "")}
                     yield data(chat_chunk(task_id, created, model, delta))
-                elif event.type == "succeeded":
+                elif event.type == EventType.SUCCEEDED:
                     result = payload.get("result") or {}
                     reason = result.get("finish_reason") or "stop"
                     yield data(chat_chunk(task_id, created, model, {}, reason))
@@ -118,7 +118,7 @@ def chat_stream(
                     break
                 elif event.terminal:
                     _, member = chat_failure(event.type, payload.get("error"))
-                    if event.type != "failed":
+                    if event.type != EventType.FAILED:
                         member["message"] = str(payload.get("reason") or member["message"])
                     yield data({"error": {"message": member["message"], "type": member["type"]}})
                     break

@@ -20,11 +20,18 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.api.events import MAX_SEQ
 from app.api.tasks_read import load_task
 from app.bridge import EventBridge
 from app.context import GatewayContext
 from app.deps import Context, Tenant
 from app.errors import ApiError, envelope, validation_response
+from app.openai_docs import (
+    RESPONSE_CANCEL_RESPONSES,
+    RESPONSE_CREATE_RESPONSES,
+    RESPONSE_GET_RESPONSES,
+    TASK_HEADER,
+)
 from app.openai_events import ResponseEvents, first_seq
 from app.openai_follow import (
     cancel_for_gone_client,
@@ -35,7 +42,6 @@ from app.openai_follow import (
 )
 from app.openai_requests import InvalidRequest, ResponseCreate
 from app.openai_shapes import ResponseBase, response_from_task
-from app.openapi import IDEMPOTENCY_CONFLICT, errors
 from app.schemas import AGENT_ID_PATTERN, TaskOut
 from app.submit import submit
 from taskrecord.event_log import read_events
@@ -47,7 +53,7 @@ NO_RETRY = {"x-should-retry": "false"}  # OpenAI's clients would otherwise retry
 
 
 # As POST /v1/tasks: the request becomes a task through the same submit.
-@router.post("", responses=errors(400, IDEMPOTENCY_CONFLICT, 429, 503))
+@router.post("", responses=RESPONSE_CREATE_RESPONSES)
 async def create_response(
     body: ResponseCreate,
     request: Request,
@@ -69,19 +75,21 @@ async def create_response(
         else await load_task(ctx, tenant, task_id)  # an idempotent replay: as it is now
     )
     bridge: EventBridge = request.app.state.bridge
+    headers = {TASK_HEADER: task_id}  # as a chat completion's; also readable from a stream
     if body.stream:
-        return event_stream(ctx, bridge, tenant, task, None, body.background, not body.background)
+        return event_stream(ctx, bridge, tenant, task, None, body.background,
+                            not body.background, headers)  # fmt: skip
     if body.background:
-        return JSONResponse(response_from_task(task, background=True))
+        return JSONResponse(response_from_task(task, background=True), headers=headers)
     ended = await unless_disconnected(request, lambda: wait_terminal(ctx, bridge, tenant, task_id))
     if ended is None:
         await cancel_for_gone_client(ctx, task_id)
         return JSONResponse(envelope("client_closed", "the client disconnected"), 499)
     done = await load_task(ctx, tenant, task_id)
-    return JSONResponse(response_from_task(done, background=False))
+    return JSONResponse(response_from_task(done, background=False), headers=headers)
 
 
-@router.get("/{response_id}", responses=errors(404))
+@router.get("/{response_id}", responses=RESPONSE_GET_RESPONSES)
 async def get_response(
     response_id: str,
     request: Request,
@@ -89,7 +97,8 @@ async def get_response(
     tenant: Tenant,
     stream: bool = False,
     starting_after: Annotated[
-        int | None, Query(ge=0, description="With stream=true: events numbered above this.")
+        int | None,
+        Query(ge=0, le=MAX_SEQ, description="With stream=true: events numbered above this."),
     ] = None,
 ) -> Response:
     task = await load_task(ctx, tenant, response_id)  # 404 unless it is this tenant's
@@ -99,7 +108,7 @@ async def get_response(
     return event_stream(ctx, bridge, tenant, task, starting_after, True, False)
 
 
-@router.post("/{response_id}/cancel", responses=errors(404, (409, "The task has already ended.")))
+@router.post("/{response_id}/cancel", responses=RESPONSE_CANCEL_RESPONSES)
 async def cancel_response(
     response_id: str, request: Request, ctx: Context, tenant: Tenant
 ) -> Response:
@@ -125,6 +134,7 @@ def event_stream(
     starting_after: int | None,
     background: bool,
     cancel_on_disconnect: bool,
+    headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     async def sse() -> AsyncIterator[ServerSentEvent]:
         async for item in semantic_events(ctx, bridge, tenant, task, starting_after, background):
@@ -136,7 +146,7 @@ def event_stream(
     # No `id:` lines: OpenAI's SSE decoder keeps the last id across events (per the SSE
     # spec) and would turn each keep-alive comment into an empty event it cannot parse.
     return EventSourceResponse(
-        sse(), ping=15, send_timeout=30, sep="\n",
+        sse(), ping=15, send_timeout=30, sep="\n", headers=headers,
         client_close_handler_callable=on_disconnect if cancel_on_disconnect else None,
     )  # fmt: skip
 

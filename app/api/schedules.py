@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from app.deps import Context, Tenant
 from app.errors import ApiError, safe_text
-from app.openapi import errors
+from app.openapi_errors import errors
 from app.schedule_schemas import (
     OTHER_FIELDS,
     SCHEDULE_EXAMPLE,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from app.api.tasks_read import load_task
 from app.deps import Context, Tenant
 from app.errors import ApiError
-from app.openapi import IDEMPOTENCY_CONFLICT, errors
+from app.openapi_errors import IDEMPOTENCY_CONFLICT, errors
 from app.schemas import TASK_EXAMPLES, TaskCreate, TaskList, TaskOut
 from taskrecord.control import Outcome
 from taskrecord.states import TaskState
@@ -155,7 +155,7 @@ async def cancel_task(task_id: str, ctx: Context, tenant: Tenant, response: Resp
     """Queued or paused: cancelled at once, V1 never called (200). Running: the worker
     closes its V1 call (V1 aborts the run) and keeps the partial output (202). Ended: 409."""
     outcome = await _steer(ctx, tenant, task_id, ctx.control.cancel)
-    if outcome.state == "running":
+    if outcome.state == TaskState.RUNNING:
         response.status_code = 202
     return await load_task(ctx, tenant, task_id)
 

@@ -11,9 +11,7 @@ from app.errors import not_found
 from app.schemas import TaskOut
 from taskrecord import keys
 from taskrecord.live import pairs, text
-from taskrecord.states import TaskState
-
-WITH_PARTIAL = (TaskState.RUNNING, TaskState.CANCELLED, TaskState.TIMED_OUT, TaskState.FAILED)
+from taskrecord.record import TaskRecord
 
 
 def check_task_id(task_id: str) -> None:
@@ -36,9 +34,10 @@ async def load_task(ctx: GatewayContext, tenant: str, task_id: str) -> TaskOut:
     check_task_id(task_id)
     fields, partial = await live_fields(ctx, task_id)
     if fields.get("state"):
-        if fields.get("tenant") != tenant:
+        record = TaskRecord.from_hash(fields)
+        if record.tenant != tenant:
             raise not_found(task_id)
-        return TaskOut.from_live(fields, partial if fields["state"] in WITH_PARTIAL else None)
+        return TaskOut.from_record(record, partial)
     row = await anyio.to_thread.run_sync(ctx.store.get, task_id)
     if row is None or row.tenant != tenant:
         raise not_found(task_id)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.deps import Context, Tenant
 from app.errors import ApiError
-from app.openapi import errors
+from app.openapi_errors import errors
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 

@@ -22,6 +22,9 @@ if sk then
   redis.call('ZADD', sk, 'NX', redis.call('HGET', TK, 'created_at'), TASK_ID)
   if redis.call('ZRANGE', sk, 0, 0)[1] ~= TASK_ID then
     redis.call('HSET', TK, 'parked', 'session')
+    -- A V1 slot reserved for it when it was woken goes back (maintenance passes it on).
+    redis.call('ZREM', SLOTS, TASK_ID)
+    redis.call('ZREM', tenant_slots(tenant_of(TK)), TASK_ID)
     return {'wait_session'}
   end
 end

@@ -8,7 +8,7 @@ local TASK_ID, MAXLEN, SLOT_LIMIT, BUDGET = ARGV[1], ARGV[2], tonumber(ARGV[3]),
 local TK = KEYS[1]
 local EVENTS = P .. 'events:' .. TASK_ID
 local PARTIAL = P .. 'partial:' .. TASK_ID
-local CHANNEL, CONTROL = P .. 'events', P .. 'control'
+local CONTROL = P .. 'control'
 local LEASES, DEADLINES, DUE = P .. 'leases', P .. 'deadlines', P .. 'dispatch-due'
 local SLOTS, WAIT = P .. 'v1slots:' .. BUDGET, P .. 'v1wait:' .. BUDGET
 
@@ -34,20 +34,26 @@ local function emit_for(tk, id, etype, data)
     ',"ts":' .. fmt(now()) .. ',"data":' .. data .. '}'
   redis.call('XADD', P .. 'events:' .. id, 'MAXLEN', '~', MAXLEN, '0-' .. seq, 'e', ev)
   local r = redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
-  redis.call('PUBLISH', CHANNEL, (r[1] or '') .. '\n' .. (r[2] or '') .. '\n' ..
-    (r[3] or '') .. '\n' .. ev)
+  local route = (r[1] or '') .. '\n' .. (r[2] or '') .. '\n' .. (r[3] or '')
+  -- On the task's channel and its conversation's (keys.task_events_channel and
+  -- session_events_channel): only gateways whose clients follow either receive it.
+  redis.call('PUBLISH', P .. 'ev:t:' .. id, route .. '\n' .. ev)
+  if r[3] and r[3] ~= '' then
+    redis.call('PUBLISH', P .. 'ev:s:' .. route, route .. '\n' .. ev)
+  end
   return seq
 end
 local function emit(etype, data) return emit_for(TK, TASK_ID, etype, data) end
 local function expire_task(ttl)
   for _, k in ipairs({TK, EVENTS, PARTIAL}) do redis.call('EXPIRE', k, ttl) end
 end
--- A parked task gets a new dispatch number and is due for publishing now.
+-- A parked task gets a new dispatch number and is due for publishing now, at the head
+-- of its queue (it has had its turn in the queue already; take_due.lua).
 local function wake(id, woken)
   local tk = P .. 'task:' .. id
   local r = redis.call('HMGET', tk, 'state', 'parked')
   if r[1] == 'queued' and r[2] and r[2] ~= '' then
-    redis.call('HSET', tk, 'parked', '')
+    redis.call('HSET', tk, 'parked', '', 'queue_head', '1')
     redis.call('HINCRBY', tk, 'dispatch', 1)
     redis.call('ZADD', DUE, now(), id)
     woken[#woken + 1] = id
@@ -92,24 +98,23 @@ local function wait_rank(tk)
   local r = redis.call('HMGET', tk, 'priority', 'created_at')
   return (10 - tonumber(r[1] or '5')) * 1e10 + tonumber(r[2] or '0')
 end
--- Give back the V1 slot (and, unless keep_session, the task's place in its session),
--- then wake whoever can run now. Returns the ids woken.
-local function release(keep_session)
-  local woken = {}
-  redis.call('ZREM', SLOTS, TASK_ID)
-  redis.call('ZREM', tenant_slots(tenant_of(TK)), TASK_ID)
-  leave_wait(TK, TASK_ID)
-  local sk = session_key(TK)
-  if sk and not keep_session then
-    local before = redis.call('ZRANGE', sk, 0, 0)[1]
-    redis.call('ZREM', sk, TASK_ID)
-    local head = redis.call('ZRANGE', sk, 0, 0)[1]
-    if head and head ~= before then wake(head, woken) end
-  end
+-- Wake, by fair share, as many waiting tasks as V1 has free slots. Each woken task holds
+-- its slot for RESERVE seconds until its claim takes it over (claim.lua lets a task already
+-- in SLOTS through): no new task takes the slot meanwhile, and a later release does not
+-- wake a second task for the same slot. A reservation never claimed (its queue paused, its
+-- worker gone) lapses; maintenance then wakes the next in line (wake_waiting.lua).
+local RESERVE = 3
+local function reserve(id, tenant, until_t)
+  redis.call('ZADD', SLOTS, until_t, id)
+  local ts = tenant_slots(tenant)
+  redis.call('ZADD', ts, until_t, id)
+  if redis.call('TTL', ts) < RESERVE + 60 then redis.call('EXPIRE', ts, RESERVE + 60) end
+end
+local function wake_waiting(woken)
   local t = now()
   redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', t)
   local free = SLOT_LIMIT - redis.call('ZCARD', SLOTS)
-  local capped, started = {}, {}
+  local capped = {}
   while free > 0 do
     local head = redis.call('ZRANGE', TENANTQ, 0, 0, 'WITHSCORES')
     if #head == 0 then break end
@@ -120,7 +125,7 @@ local function release(keep_session)
     local tenant = id and tenant_of(tk)
     if not id then
       redis.call('ZREM', TENANTQ, line)
-    elseif tenant_at_cap(tk, tenant, t, started[tenant] or 0) then
+    elseif tenant_at_cap(tk, tenant, t, 0) then
       -- Its tenant is at its own cap: set the line aside for this round, keep its place.
       redis.call('ZREM', TENANTQ, line)
       capped[#capped + 1] = {vt, line}
@@ -135,12 +140,28 @@ local function release(keep_session)
       end
       if wake(id, woken) then
         free = free - 1
-        started[tenant] = (started[tenant] or 0) + 1
+        reserve(id, tenant, t + RESERVE)
       end
     end
   end
   for _, entry in ipairs(capped) do redis.call('ZADD', TENANTQ, entry[1], entry[2]) end
   return woken
+end
+-- Give back the V1 slot (and, unless keep_session, the task's place in its session),
+-- then wake whoever can run now. Returns the ids woken.
+local function release(keep_session)
+  local woken = {}
+  redis.call('ZREM', SLOTS, TASK_ID)
+  redis.call('ZREM', tenant_slots(tenant_of(TK)), TASK_ID)
+  leave_wait(TK, TASK_ID)
+  local sk = session_key(TK)
+  if sk and not keep_session then
+    local before = redis.call('ZRANGE', sk, 0, 0)[1]
+    redis.call('ZREM', sk, TASK_ID)
+    local head = redis.call('ZRANGE', sk, 0, 0)[1]
+    if head and head ~= before then wake(head, woken) end
+  end
+  return wake_waiting(woken)
 end
 -- {head..., #woken, woken..., the task's hash as field, value...}: callers mirror the
 -- record to SQL from this answer instead of reading it again.

@@ -5,8 +5,9 @@ local st = redis.call('HGET', TK, 'state')
 if not st then return 'missing' end
 if st ~= 'failed' and st ~= 'cancelled' and st ~= 'timed_out' then return st end
 redis.call('HDEL', TK, 'result', 'error', 'finished_at', 'cancel_requested', 'cancel_reason')
-redis.call('HSET', TK, 'state', 'queued', 'parked', '', 'answered', '0', 'output_started', '0',
-  'attempt_token', '', 'lease_until', '0', 'created_at', fmt(now()),
+-- A manual retry is new work: it queues behind what is waiting (no `queue_head`).
+redis.call('HSET', TK, 'state', 'queued', 'parked', '', 'queue_head', '', 'answered', '0',
+  'output_started', '0', 'attempt_token', '', 'lease_until', '0', 'created_at', fmt(now()),
   'retry_base', redis.call('HGET', TK, 'attempts') or '0')
 redis.call('HINCRBY', TK, 'dispatch', 1)
 redis.call('DEL', PARTIAL)

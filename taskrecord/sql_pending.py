@@ -1,0 +1,94 @@
+"""The SQL store is written behind the live record, best-effort.
+
+The live hash in Redis is the truth while a task lives; its SQL row is a copy. A SQL write
+from a worker or a control call must never stop or fail a run (PostgreSQL may be away for
+a while), so a failed write only leaves the task id in `keys.SQL_PENDING`. Maintenance then
+copies the task's CURRENT live hash into SQL (`retry_pending`) until a copy sticks: a
+later copy of the whole record repairs whichever writes were lost, in any order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from taskrecord import keys
+from taskrecord.live import LiveStore, text
+from taskrecord.mirror import mirror_live
+from taskrecord.record import BadTaskRecord, TaskRecord
+from taskrecord.states import TERMINAL_STATES
+from taskrecord.store.repo import TaskStore
+
+log = logging.getLogger(__name__)
+
+# The hash fields a SQL copy is made of: a copy is current while these are unchanged.
+_COPIED = ("state", "queue", "attempts", "started_at", "finished_at", "result", "error")
+
+# Remove the entry only if no write failed again since it was read (its score moved).
+_FORGET = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def remember(client: redis.Redis, task_id: str) -> None:
+    client.zadd(keys.SQL_PENDING, {task_id: time.time()})
+
+
+def write_behind(
+    client: redis.Redis,
+    store: TaskStore,
+    task_id: str,
+    live: Mapping[str, str] | TaskRecord,
+    partial: str | None,
+    detail: str | None,
+    sql: Callable[..., Any] = _run_here,
+) -> bool:
+    """Mirror the task to SQL; on failure remember it for maintenance. False: not written."""
+    try:
+        sql(mirror_live, store, task_id, live, partial, detail)
+        return True
+    except Exception as exc:  # any SQL trouble: the live record stays the truth
+        # The exception's type only: its text may quote the row (user text).
+        log.warning("task %s: SQL write failed (%s); retried later", task_id, type(exc).__name__)
+        remember(client, task_id)
+        return False
+
+
+def retry_pending(live: LiveStore, store: TaskStore, limit: int = 200) -> int:
+    """Copy each pending task's current live hash into SQL. Raises while SQL is down (the
+    entries stay). Returns how many copies stuck."""
+    client = live.redis
+    done = 0
+    for raw, score in client.zrange(keys.SQL_PENDING, 0, limit - 1, withscores=True):
+        task_id = text(raw)
+        fields = live.get(task_id)
+        if fields.get("id") and fields.get("state"):
+            state = fields["state"]
+            # An ended task's row keeps its partial output, as the end's own write does.
+            partial = None
+            if state in TERMINAL_STATES:
+                partial = text(client.get(keys.partial_key(task_id)) or b"")
+            try:
+                mirror_live(store, task_id, fields, partial, "written behind")
+            except BadTaskRecord:
+                log.warning("task %s: unreadable live record; not copied to SQL", task_id)
+            else:
+                # Changed while being copied: the copy may be older than the row; again.
+                after = live.get(task_id)
+                if any(after.get(k) != fields.get(k) for k in _COPIED):
+                    continue
+                done += 1
+        client.eval(_FORGET, 1, keys.SQL_PENDING, task_id, repr(score))
+    return done

@@ -1,0 +1,95 @@
+"""Scenario 1: a `short` worker host (w-short, or w-long: the spare that also takes `short`)
+loses power (every process on it SIGKILLed) while it runs tasks. Its tasks re-run on the
+other one within the lease and
+a margin; none is lost; V1 is called twice only for tasks whose first call had produced no
+output (the others end `failed: worker_lost`, since the agent may have acted)."""
+
+from __future__ import annotations
+
+import time
+
+from testbed.process import wait_until
+from tests_cluster.cluster import LEASE_SECONDS, Cluster
+from tests_cluster.observe import (
+    api,
+    live,
+    new_tags,
+    report,
+    running_on,
+    states,
+    submit,
+    target_host,
+    v1_calls,
+    wait_all_terminal,
+)
+
+SILENT = "thinks before answering [sim:delay=8]"  # no output for 8 s
+TALKING = "answers at length [sim:chunks=50] [sim:chunk_delay=0.15]"  # output from the start
+# Recovery: the lease runs out (<= LEASE_SECONDS after the kill), maintenance sees it within a
+# tick, the spare claims the re-published message; the margin covers a loaded 2-core box.
+MARGIN = 8.0
+
+
+def test_worker_host_killed_mid_run(cluster: Cluster) -> None:
+    sim = cluster.sim
+    assert sim is not None
+    tags = new_tags("s1", 24)
+    kinds = {tag: (SILENT if i % 2 == 0 else TALKING) for i, tag in enumerate(tags)}
+    rds = cluster.redis()
+    with api(cluster.gateway_url("gw-a")) as client:
+        ids = {submit(client, kinds[tag], tag): tag for tag in tags}
+
+        def ready() -> str | None:
+            return target_host(live(rds, list(ids)), sim, ids)
+
+        host = wait_until(ready, 30, 0.2, "a short host to run silent and talking tasks")
+        killed_at = time.time()
+        pids = cluster.host(host).kill_all()
+        at_kill = live(rds, list(ids))
+        victims = running_on(at_kill, host)
+        silent = {t for t, f in victims.items() if f.get("output_started") == "0"}
+        spoken = set(victims) - silent
+
+        ended = wait_all_terminal(client, list(ids), 90)
+    after = live(rds, list(ids))
+    calls = v1_calls(sim, tags)
+    rds.close()
+
+    rerun = {t for t in ids if len(calls[ids[t]]) > 1}
+    recover = [float(after[t]["attempt_started_at"]) - killed_at for t in silent]
+    report(
+        "1 worker host killed",
+        host=host,
+        tasks=len(ids),
+        processes_killed=len(pids),
+        running_on_killed_host=len(victims),
+        no_output_yet=len(silent),
+        output_started=len(spoken),
+        lost=len(ids) - len(ended),
+        re_run=len(silent),
+        re_run_calling_v1_again=len(rerun),
+        duplicate_v1_calls=sum(len(c) - 1 for c in calls.values()),
+        states=states(ended),
+        max_seconds_kill_to_rerun=round(max(recover), 2),
+        lease=LEASE_SECONDS,
+    )
+    assert pids, "the host ran no process"
+    # V1 was called again only for tasks whose first call had produced nothing (a task
+    # claimed but not yet sent to V1 when the host died re-runs with one call in all),
+    # and that first call was cut before any output.
+    assert rerun <= silent
+    assert all(calls[ids[t]][0]["outcome"] == "disconnected" for t in rerun)
+    for task_id in silent:
+        assert ended[task_id]["state"] == "succeeded", ended[task_id]
+        assert ended[task_id]["attempts"] == 2
+        assert not after[task_id]["worker"].startswith(f"{host}@")  # ran elsewhere
+        assert [r["outcome"] for r in calls[ids[task_id]]][-1] == "ok"
+    for task_id in spoken:
+        assert ended[task_id]["state"] == "failed", ended[task_id]
+        assert ended[task_id]["error"]["type"] == "worker_lost"
+        assert len(calls[ids[task_id]]) == 1
+    for task_id in set(ids) - set(victims):
+        assert ended[task_id]["state"] == "succeeded", ended[task_id]
+    # Within the lease plus the margin (a message the dead host had fetched but not claimed
+    # comes back after ORPHAN_SECONDS; every task ending above covers those).
+    assert max(recover) <= LEASE_SECONDS + MARGIN, recover
