@@ -33,6 +33,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility_timeout,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            # kombu's pool (10 by default) is shared by every greenlet of a gevent worker
+            # acking and recording its messages; too small, a pop can outrun its record
+            # (`MaxConnectionsError`). Connections open on demand only.
+            "max_connections": settings.worker_concurrency + 50,
             **broker_sentinel_options(settings),
         },
         # V2 keeps results itself (Redis cache + SQL); no Celery result keys at all.

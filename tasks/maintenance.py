@@ -4,6 +4,10 @@
   seconds (if V1 had not answered yet), or ended with a clear reason (if it had: the agent
   may have acted, so only the user may retry it). Celery's broker cannot do this for long
   tasks (see stack-facts: visibility timeout).
+- Lost messages: a queued task whose message is in no queue list nor in `unacked` (its
+  worker died between kombu's pop and its record) is re-dispatched (`tasks.lost_messages`).
+- SQL write-behind: SQL writes that failed (the store was away) are redone from the live
+  record (`taskrecord.sql_pending`); every step runs even when another one fails.
 - Absolute limit: a task still queued or paused 7 days after submission ends `timed_out`.
 - Retention: finished tasks older than RETENTION_DAYS leave the SQL store.
 - Completion webhooks: ended tasks become deliveries, due attempts go to the workers
@@ -22,6 +26,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
@@ -34,10 +39,12 @@ from taskrecord.live import LiveStore, text
 from taskrecord.mirror import mirror_live
 from taskrecord.publish import publish_due
 from taskrecord.settings import Settings, get_settings
+from taskrecord.sql_pending import retry_pending
 from taskrecord.states import TaskState
 from taskrecord.store.deliveries import DeliveryStore
 from taskrecord.store.repo import TaskStore
 from taskrecord.store.schedules import ScheduleStore
+from tasks.lost_messages import LostMessages
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
 from tasks.schedule_sweep import ScheduleSweep
 from tasks.webhook_sweep import WebhookSweep
@@ -57,24 +64,29 @@ class Maintenance:
         self.control = TaskControl(settings, live, store, celery)
         self.webhooks = WebhookSweep(settings, live, DeliveryStore(store.engine), celery)
         self.schedules = ScheduleSweep(settings, live, ScheduleStore(store.engine))
+        self.lost_messages = LostMessages(settings, live)
         # The first round applies it, even on a machine booted < 10 min ago (monotonic clock).
         self._last_retention = -RETENTION_EVERY
 
     def run_once(self) -> dict[str, int]:
-        counts = {
-            "persisted": self.persist_new(),
-            "recovered": self.recover_expired_leases(),
-            "orphans_restored": self.restore_orphans(),
-            "woken": self.wake_waiting(),
-            "dispatched": self.dispatch_due(),
-            "expired": self.expire_overdue(),
-            "webhooks": self.webhooks.run_once(),
-            "scheduled": self.schedules.run_once(),
+        # Each step stands alone: one that fails (SQL away, a Redis blip) is logged and the
+        # others still run, so leases are recovered while PostgreSQL is down.
+        steps: dict[str, Callable[[], int]] = {
+            "persisted": self.persist_new,
+            "sql_written": lambda: retry_pending(self.live, self.store),
+            "recovered": self.recover_expired_leases,
+            "orphans_restored": self.restore_orphans,
+            "lost_redispatched": self.lost_messages.run_once,
+            "woken": self.wake_waiting,
+            "dispatched": self.dispatch_due,
+            "expired": self.expire_overdue,
+            "webhooks": self.webhooks.run_once,
+            "scheduled": self.schedules.run_once,
         }
         if time.monotonic() - self._last_retention > RETENTION_EVERY:
-            counts["deleted"] = self.apply_retention()
+            steps["deleted"] = self.apply_retention
             self._last_retention = time.monotonic()
-        return counts
+        return {name: _step(name, step) for name, step in steps.items()}
 
     def recover_expired_leases(self) -> int:
         now = time.time()
@@ -86,26 +98,30 @@ class Maintenance:
             action, attempts, queue = (text(v) for v in recovered)
             if action == "gone":
                 continue
-            done += 1
-            log.warning("task %s: lease expired (worker lost): %s", task_id, action)
             finish = self.control.finish
             if action == "cancel":
-                finish(task_id, TaskState.CANCELLED, token=fence, reason="cancelled by request",
-                       detail="worker lost")  # fmt: skip
+                acted = finish(task_id, TaskState.CANCELLED, token=fence, detail="worker lost",
+                               reason="cancelled by request").ended  # fmt: skip
             elif action == "lost_after_output":
-                finish(task_id, TaskState.FAILED, token=fence, error=WORKER_LOST_AFTER_OUTPUT,
-                       detail="worker lost")  # fmt: skip
+                acted = finish(task_id, TaskState.FAILED, token=fence, detail="worker lost",
+                               error=WORKER_LOST_AFTER_OUTPUT).ended  # fmt: skip
             elif int(attempts) >= self.settings.max_attempts:
                 error = {
                     "type": "worker_lost",
                     "message": f"workers died during all {attempts} attempts of this task",
                 }
-                finish(task_id, TaskState.FAILED, token=fence, error=error, detail="worker lost")
+                acted = finish(task_id, TaskState.FAILED, token=fence, error=error,
+                               detail="worker lost").ended  # fmt: skip
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
-                if self.control.requeue(task_id, fence, 0.0, error, queue,
-                                        "re-queued after its worker was lost"):  # fmt: skip
+                acted = self.control.requeue(task_id, fence, 0.0, error, queue,
+                                             "re-queued after its worker was lost")  # fmt: skip
+                if acted:
                     publish_due(self.live, [task_id])
+            # Two instances may both fence the same lease; only the last fence acts on it.
+            if acted:
+                done += 1
+                log.warning("task %s: lease expired (worker lost): %s", task_id, action)
         return done
 
     def restore_orphans(self) -> int:
@@ -185,6 +201,15 @@ class Maintenance:
         cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
         self.webhooks.apply_retention(cutoff)
         return self.store.delete_finished_before(cutoff)
+
+
+def _step(name: str, step: Callable[[], int]) -> int:
+    try:
+        return step()
+    except Exception as exc:
+        # The exception's type only: its text may quote a row (user text).
+        log.warning("maintenance step %s failed (%s)", name, type(exc).__name__)
+        return 0
 
 
 def main() -> None:

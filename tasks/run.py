@@ -23,7 +23,6 @@ from taskrecord import keys
 from taskrecord.estimator import learn
 from taskrecord.live import claim_result, text
 from taskrecord.record import TaskRecord
-from taskrecord.sql_pending import write_behind
 from taskrecord.states import TaskState
 from tasks.errors import (
     LeaseLost,
@@ -101,8 +100,9 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
     fields = claim.fields
     record = TaskRecord.from_hash(fields)
     # Best-effort: SQL being away must not stop the run (maintenance copies it later).
-    write_behind(runtime.redis, runtime.store, task_id, record, None, f"attempt on {worker}",
-                 runtime.blocking)  # fmt: skip
+    # Queued, not waited for: V1 is called at once; the finish's write lands after it.
+    runtime.sql_writer.behind(runtime.redis, runtime.store, task_id, record, None,
+                              f"attempt on {worker}")  # fmt: skip
     return _run_claimed(runtime, task_id, token, fields, record)
 
 
@@ -128,8 +128,9 @@ def _run_claimed(
                 on_delta=progress.add,
             )
         progress.flush()
-        runtime.breaker.record(ok=True)
+        # Finish first: it frees the V1 slot and wakes the next task; the breaker can wait.
         finish(runtime, task_id, TaskState.SUCCEEDED, token=token, result=result.as_dict())
+        runtime.breaker.record(ok=True)
         learn_duration(runtime, record)
         return TaskState.SUCCEEDED
     except TaskCancelled as exc:

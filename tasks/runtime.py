@@ -23,6 +23,7 @@ from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
 from tasks.conversation import Conversations
 from tasks.retry_policy import RetryPolicy
+from tasks.sql_writer import SqlWriter
 from tasks.v1_client import V1Client
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class WorkerRuntime:
     breaker: Breaker
     control: TaskControl  # finishes, re-queues and cancels tasks (SQL on the thread pool)
     conversations: Conversations  # which V1 session a turn runs in, and with what
+    sql_writer: SqlWriter  # this process's SQL writes, in order, off the event loop
     supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, set by tasks.process
     blocking = staticmethod(blocking)
 
@@ -63,6 +65,7 @@ class WorkerRuntime:
         if self.supervisor is not None:
             self.supervisor.stop()
         self.v1.close()
+        self.sql_writer.close()
         self.redis.close()
         self.store.engine.dispose()
 
@@ -76,6 +79,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
     )
     live = LiveStore(client, settings)
     store = TaskStore(create_store_engine(settings.database_url))
+    writer = SqlWriter()
     return WorkerRuntime(
         settings=settings,
         redis=client,
@@ -93,7 +97,8 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
             max_delay=settings.retry_max_delay,
         ),
         celery=celery,
-        control=TaskControl(settings, live, store, celery, sql=blocking),
+        control=TaskControl(settings, live, store, celery, sql=writer),
+        sql_writer=writer,
         conversations=Conversations(client, store, settings, blocking),
         breaker=Breaker(client, settings.breaker_threshold, settings.breaker_cooldown),
     )

@@ -162,6 +162,18 @@ class EmbeddedPostgres:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
 
+    def halt(self, timeout: float = 30.0) -> None:
+        """A fast shutdown that keeps the data folder (an outage, not the end)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout)
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start the halted server again, same data and port."""
+        assert self.process is not None
+        self.process = self._popen_as_owner([str(a) for a in self.process.args])  # type: ignore[union-attr]
+        wait_until(self._answers, timeout, 0.1, "PostgreSQL to answer again")
+
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
         return self

@@ -11,6 +11,7 @@ import redis
 
 from deploy.embedded_valkey import EmbeddedValkey
 from taskrecord import keys
+from taskrecord.live import text
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
 from testbed.postgres import EmbeddedPostgres
@@ -95,3 +96,39 @@ def test_task_is_kept_in_postgres_and_served_from_it_once_redis_forgets_it(
     assert from_sql["result"] == done["result"]
     assert listed.status_code == 200, listed.text
     assert [t["task_id"] for t in listed.json()["tasks"]] == [task_id]
+
+
+def test_a_postgres_outage_stops_no_task_and_sql_catches_up(
+    pg_system: System, pg_store: TaskStore, postgres: EmbeddedPostgres
+) -> None:
+    """SQL is written behind the live record: with PostgreSQL stopped, a task claimed
+    meanwhile runs (its attempt's SQL write fails quietly) and one that was running ends;
+    both rows catch up once PostgreSQL is back (the failed writes are retried)."""
+    with pg_system.client() as api:
+        before = submit(api, "running through [sim:delay=3]")["task_id"]
+        wait_until(
+            lambda: (r := pg_store.get(before)) is not None and r.state == "running",
+            20, 0.1, "the running row",
+        )  # fmt: skip
+        pg_store.engine.dispose()
+        postgres.halt()
+        try:
+            during = submit(api, "submitted while SQL is down")["task_id"]
+            ended = {t: wait_terminal(api, t, 20)["state"] for t in (before, during)}
+            ready = api.get("/readyz")
+            live = redis.Redis.from_url(pg_system.redis_url)
+            try:
+                pending = {text(v) for v in live.zrange(keys.SQL_PENDING, 0, -1)}
+            finally:
+                live.close()
+        finally:
+            postgres.resume()
+    assert ended == {before: "succeeded", during: "succeeded"}, ended
+    assert ready.status_code == 503 and ready.json()["checks"]["sql"].startswith("error")
+    assert {before, during} <= pending, pending  # the failed writes wait for maintenance
+
+    def caught_up() -> bool:
+        rows = {t: pg_store.get(t) for t in (before, during)}
+        return all(r is not None and r.state == "succeeded" for r in rows.values())
+
+    wait_until(caught_up, 30, 0.2, "the SQL rows to catch up")

@@ -9,20 +9,17 @@ deletes (netns.remove_stale).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from deploy.embedded_valkey import valkey_binary
-from testbed.process import ManagedProcess
 from tests.skip_policy import (  # noqa: F401  (hooks: a skip fails under CI=true)
     pytest_configure,
     pytest_make_collect_report,
     pytest_runtest_makereport,
 )
 from tests_cluster.cluster import Cluster
-from tests_cluster.servers import VALKEY_PASSWORD, VALKEY_PORT
+from tests_cluster.sentinels import CrossHostSentinels
 
 
 @pytest.fixture(scope="session")
@@ -47,30 +44,14 @@ def healed(cluster: Cluster) -> Iterator[None]:
         print(f"\n[cluster] restarted after the test: {', '.join(healed)}")
 
 
-SentinelStarter = Callable[[int, int], list[ManagedProcess]]
-
-
 @pytest.fixture
-def data_host_sentinels(cluster: Cluster) -> SentinelStarter:
-    """Hook for a Sentinel scenario: `start(count, quorum)` starts `count` sentinels on the
-    data host (ports 26379...), watching the data host's Valkey as master `openclaw`.
-    A scenario adds replicas with `cluster.start_on_host(...)` the same way."""
-    data = cluster.host("data")
-
-    def start(count: int, quorum: int) -> list[ManagedProcess]:
-        started = []
-        for index in range(count):
-            conf = Path(cluster.workdir / "data" / f"sentinel-{index}.conf")
-            conf.parent.mkdir(parents=True, exist_ok=True)
-            conf.write_text(
-                f"port {26379 + index}\nbind {data.address}\n"
-                f"sentinel monitor openclaw {data.address} {VALKEY_PORT} {quorum}\n"
-                f"sentinel auth-pass openclaw {VALKEY_PASSWORD}\n"
-                "sentinel down-after-milliseconds openclaw 1000\n"
-                "sentinel failover-timeout openclaw 5000\n"
-            )
-            command = [valkey_binary(), str(conf), "--sentinel"]
-            started.append(cluster.start_on_host("data", f"sentinel-{index}", command))
-        return started
-
-    return start
+def sentinel_system(cluster: Cluster) -> Iterator[CrossHostSentinels]:
+    """Valkey primary on `data`, replica on `data2`, sentinels on data/data2/gw-a, and a
+    system configured through them only (tests_cluster/sentinels.py); all stopped after."""
+    made = CrossHostSentinels(cluster)
+    try:
+        made.start_servers()
+        made.start_system()
+        yield made
+    finally:
+        made.stop()

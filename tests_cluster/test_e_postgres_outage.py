@@ -12,7 +12,6 @@ import contextlib
 import time
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from taskrecord.store.models import TaskRow
@@ -34,16 +33,6 @@ RUNNING_THROUGH = "still working when the database goes [sim:delay=4]"
 QUICK = "quick one"
 
 
-# Found by this test (2026-11): both need fixes in files other work is changing now.
-KNOWN = (
-    "a task claimed while SQL is down fails its attempt at the attempt-start SQL write "
-    "(tasks/run.py) and stays `running` until SQL is back (maintenance's round aborts at "
-    "persist_new, so its lease is not recovered either); a task that ends while SQL is down "
-    "keeps a stale row (the final mirror is not retried)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN)
 def test_postgres_stopped_mid_load(cluster: Cluster) -> None:
     pg = cluster.postgres
     assert pg is not None

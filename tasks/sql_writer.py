@@ -1,0 +1,168 @@
+"""One ordered SQL writer per worker process.
+
+Every SQL write of the process's tasks goes through a few queues (lanes, by task id), each
+drained by one greenlet that runs whatever has piled up on one thread of gevent's pool per
+batch (not one thread hand-off per write). So:
+
+- writes land in the order they were queued: a task's claim-time "attempt" copy, queued
+  without waiting (it no longer holds up the V1 call), still lands before its finish copy;
+- a few writer threads, not one per concurrent write, contend for SQLite's lock;
+- a finish waits for its own write (and so for every write queued before it).
+
+Without gevent (no patched socket: a solo worker, a test) each write runs in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from taskrecord.mirror import mirror_live
+from taskrecord.record import TaskRecord
+from taskrecord.sql_pending import remember
+from taskrecord.store.repo import TaskStore
+
+log = logging.getLogger(__name__)
+
+# Writes one batch hands to the thread at most (a finish waits at most this many ahead).
+BATCH = 64
+# Lanes (threads writing at once) per process.
+LANES = 4
+
+Job = tuple[Callable[..., Any], tuple[Any, ...], Any, Callable[[BaseException], None] | None]
+
+
+def _gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
+    """On the pool's thread: each job's result, or the exception it raised."""
+    out: list[tuple[bool, Any]] = []
+    for fn, args, _, _ in jobs:
+        try:
+            out.append((True, fn(*args)))
+        except Exception as exc:  # handed back to whoever queued it
+            out.append((False, exc))
+    return out
+
+
+class _Lane:
+    """One queue, drained by one greenlet: its jobs run in order, a batch per thread trip."""
+
+    def __init__(self) -> None:
+        from gevent.event import Event
+
+        self.jobs: list[Job] = []
+        self.wake = Event()
+        self.greenlet: Any = None
+
+    def queue(self, job: Job) -> None:
+        self.jobs.append(job)
+        if self.greenlet is None or self.greenlet.dead:
+            import gevent
+
+            self.greenlet = gevent.spawn(self._drain)
+        self.wake.set()
+
+    def _drain(self) -> None:
+        import gevent
+
+        pool = gevent.get_hub().threadpool
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            while self.jobs:
+                batch, self.jobs = self.jobs[:BATCH], self.jobs[BATCH:]
+                try:
+                    results = pool.apply(_run_batch, (batch,))
+                except BaseException as exc:  # killed at shutdown: nobody waits forever
+                    for _, _, done, _ in batch:
+                        if done is not None:
+                            done.set_exception(exc)
+                    raise
+                for (_, _, done, failed), (ok, value) in zip(batch, results, strict=True):
+                    if done is not None and ok:
+                        done.set(value)
+                    elif done is not None:
+                        done.set_exception(value)
+                    elif not ok and failed is not None:
+                        try:
+                            failed(value)
+                        except Exception:  # Redis away too: the write is lost, the run is not
+                            log.exception("recording a failed SQL write failed")
+
+    def close(self, timeout: float) -> None:
+        """Let what is queued land (up to `timeout`), then stop."""
+        if self.greenlet is None:
+            return
+        if not self.greenlet.dead and self.jobs:
+            from gevent.event import AsyncResult
+
+            done = AsyncResult()
+            self.queue((lambda: None, (), done, None))
+            done.wait(timeout)
+        self.greenlet.kill(block=True, timeout=timeout)
+
+
+class SqlWriter:
+    """`LANES` lanes; a task's writes all go to the lane of its id (its order is kept),
+    different tasks' writes run side by side (one lane alone cannot keep up with a busy
+    process: each statement waits for the GIL behind the event loop)."""
+
+    def __init__(self) -> None:
+        self._threaded = _gevent_patched()
+        self._lanes = [_Lane() for _ in range(LANES)] if self._threaded else []
+
+    def _lane(self, task_id: Any) -> _Lane:
+        return self._lanes[zlib.crc32(str(task_id).encode()) % len(self._lanes)]
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(store, task_id, ...)` after every write of that task queued before it;
+        its result, or it raises. The `sql` of `TaskControl` and `write_behind`."""
+        if not self._threaded:
+            return fn(*args)
+        from gevent.event import AsyncResult
+
+        done = AsyncResult()
+        self._lane(args[1] if len(args) > 1 else "").queue((fn, args, done, None))
+        return done.get()
+
+    def behind(
+        self,
+        client: redis.Redis,
+        store: TaskStore,
+        task_id: str,
+        live: Mapping[str, str] | TaskRecord,
+        partial: str | None,
+        detail: str | None,
+    ) -> None:
+        """`write_behind` without waiting: queued now, in order; a failure is left to
+        maintenance (`taskrecord.sql_pending`) as a waited-for one is."""
+
+        def failed(exc: BaseException) -> None:
+            # The exception's type only: its text may quote the row (user text).
+            log.warning("task %s: SQL write failed (%s); retried later", task_id,
+                        type(exc).__name__)  # fmt: skip
+            remember(client, task_id)
+
+        args = (store, task_id, live, partial, detail)
+        if not self._threaded:
+            try:
+                mirror_live(*args)
+            except Exception as exc:  # best effort, as write_behind
+                failed(exc)
+            return
+        self._lane(task_id).queue((mirror_live, args, None, failed))
+
+    def close(self, timeout: float = 5.0) -> None:
+        for lane in self._lanes:
+            lane.close(timeout)
