@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from taskrecord.settings import Settings
@@ -38,11 +41,15 @@ def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
     return found
 
 
-def sentinel_options(settings: Settings) -> dict[str, Any]:
-    """How to talk to the sentinels themselves (not the data nodes)."""
+def sentinel_options(settings: Settings, *, for_asyncio: bool = False) -> dict[str, Any]:
+    """How to talk to the sentinels themselves (not the data nodes). No retry: redis-py
+    would retry a refused sentinel 3 times with backoff (about 4 s) before asking the next
+    one, on every primary lookup; the next sentinel is the retry."""
+    no_retry = (AsyncRetry if for_asyncio else Retry)(NoBackoff(), 0)
     options: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT,
         "socket_connect_timeout": SENTINEL_TIMEOUT,
+        "retry": no_retry,
     }
     if settings.redis_sentinel_password is not None:
         options["password"] = settings.redis_sentinel_password.get_secret_value()
@@ -83,7 +90,7 @@ def async_redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     sentinels = sentinel_addresses(settings)
     if not sentinels:
         return aioredis.Redis.from_url(settings.require_redis_url(), **options)
-    manager = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_options(settings))  # type: ignore[no-untyped-call]
+    manager = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_options(settings, for_asyncio=True))  # type: ignore[no-untyped-call]
     return cast(
         aioredis.Redis,
         manager.master_for(

@@ -21,9 +21,10 @@ from typing import Any
 
 import redis
 
-from taskrecord.mirror import mirror_live
+from taskrecord.mirror import mirror_live, row_from_record
 from taskrecord.record import TaskRecord
 from taskrecord.sql_pending import remember
+from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import TaskStore
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 # Writes one batch hands to the thread at most (a finish waits at most this many ahead).
 BATCH = 64
 # Lanes (threads writing at once) per process.
-LANES = 4
+LANES = 1
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any, Callable[[BaseException], None] | None]
 
@@ -45,7 +46,16 @@ def _gevent_patched() -> bool:
 
 
 def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
-    """On the pool's thread: each job's result, or the exception it raised."""
+    """On the pool's thread: each job's result, or the exception it raised. Several task
+    copies (`mirror_live`) go in one transaction; if that fails, one by one."""
+    if len(jobs) > 1 and all(fn is mirror_live for fn, _, _, _ in jobs):
+        try:
+            rows = [_row(*args) for _, args, _, _ in jobs]
+            store: TaskStore = jobs[0][1][0]
+            store.upsert_many([row for row in rows if row is not None])
+            return [(True, None)] * len(jobs)
+        except Exception:  # each job's own outcome below
+            log.debug("batched SQL write failed; writing one by one")
     out: list[tuple[bool, Any]] = []
     for fn, args, _, _ in jobs:
         try:
@@ -53,6 +63,23 @@ def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
         except Exception as exc:  # handed back to whoever queued it
             out.append((False, exc))
     return out
+
+
+def _row(
+    store: TaskStore,
+    task_id: str,
+    live: Mapping[str, str] | TaskRecord,
+    partial: str | None,
+    detail: str | None,
+) -> tuple[TaskRow, str | None] | None:
+    """What `mirror_live` would write (None: nothing, the record expired)."""
+    if isinstance(live, TaskRecord):
+        record = live
+    elif live.get("id") and live.get("state"):
+        record = TaskRecord.from_hash(live)
+    else:
+        return None
+    return row_from_record(record, partial), detail
 
 
 class _Lane:

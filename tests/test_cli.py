@@ -106,7 +106,11 @@ def test_get_list_cancel_retry_wait_and_follow_by_id(system: System) -> None:
 
     wait_until(blocker_running, 60, 0.2, "the blocker running")
     stop = openclaw(system, "cancel", blocker_id)
-    assert stop.returncode == 0 and stop.stderr.startswith("cancel requested")
+    # A running task's cancel answers at once; the worker may already have stopped it.
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stderr.startswith("cancel requested") or stop.stderr.strip() == (
+        f"{blocker_id}: cancelled"
+    )
     followed = openclaw(system, "follow", blocker_id)
     assert followed.returncode == 4 and "■ cancelled after" in followed.stderr
     done = openclaw(system, "wait", task_id, "--timeout", "60")

@@ -8,6 +8,7 @@ bound to their host's address.
     w-priority  worker on `priority`; also maintenance #1
     w-short     worker on `short`
     w-long      worker on `long` and, as the spare, `short`
+    data2       added by the Sentinel scenario only (tests_cluster/sentinels.py)
 """
 
 from __future__ import annotations

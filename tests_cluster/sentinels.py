@@ -43,16 +43,18 @@ class CrossHostSentinels:
     systems: dict[str, System] = field(default_factory=dict)
     roles: list[str] = field(default_factory=list)
     pool: ThreadPoolExecutor | None = None
+    # Each instance's own folders (logs, AOF, sentinel files): the cluster is per session.
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def address(self, host: str) -> str:
         return self.cluster.host(host).address
 
     def _start(self, host: str, role: str, command: list[str]) -> ManagedProcess:
         self.roles.append(role)
-        return self.cluster.start_on_host(host, role, command)
+        return self.cluster.start_on_host(host, f"{role}-{self.run}", command)
 
     def _valkey(self, host: str, *flags: str) -> ManagedProcess:
-        folder = self.cluster.workdir / host / "valkey-sentinel"
+        folder = self.cluster.workdir / host / f"valkey-sentinel-{self.run}"
         folder.mkdir(parents=True, exist_ok=True)
         command = [valkey_binary(), "--bind", self.address(host), "--port", str(DATA_PORT),
                    "--dir", str(folder), "--appendonly", "yes", "--appendfsync", "everysec",
@@ -61,7 +63,7 @@ class CrossHostSentinels:
         return self._start(host, f"valkey@{host}", command)
 
     def _sentinel(self, host: str) -> ManagedProcess:
-        conf = self.cluster.workdir / host / "sentinel.conf"  # a sentinel rewrites it
+        conf = self.cluster.workdir / host / f"sentinel-{self.run}.conf"  # it rewrites it
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(
             f"port {SENTINEL_PORT}\nbind {self.address(host)}\ndir {conf.parent}\n"
@@ -153,7 +155,8 @@ class CrossHostSentinels:
             overrides = {**SETTINGS, "DATABASE_URL": database, "GATEWAY_HOST": host.address,
                          **self.env()}  # fmt: skip
             self.systems[name] = System("redis://unused.invalid:1", 0, sim.url,
-                                        self.cluster.workdir / f"{name}-sentinel", overrides,
+                                        self.cluster.workdir / f"{name}-sentinel-{self.run}",
+                                        overrides,
                                         host=host.address, prefix=host.exec_prefix)  # fmt: skip
         # One first, alone: it creates the new database's tables (two at once race there).
         self.systems[GATEWAYS[0]].start_gateway(GATEWAY_PORT)
@@ -177,7 +180,8 @@ class CrossHostSentinels:
         if self.pool is not None:
             self.pool.shutdown()
         for role in reversed(self.roles):
-            self.cluster.retire(role)
+            if f"{role}-{self.run}" in self.cluster.procs:
+                self.cluster.retire(f"{role}-{self.run}")
 
 
 def _info(client: redis.Redis) -> dict[str, Any]:

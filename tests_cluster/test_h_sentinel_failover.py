@@ -3,8 +3,8 @@
 Topology (tests_cluster/sentinels.py): primary on `data`, replica on `data2`, sentinels on
 data, data2 and gw-a (quorum 2); both gateways, the three workers and both maintenance
 instances know only the sentinels. Submits go to both gateways (about 10 a second, 0.5 s
-tasks); then the primary *and* the sentinel beside it are SIGKILLed (PostgreSQL on `data`
-stays up: its outage is scenario 5). Measured: time until the two surviving sentinels
+tasks); then the primary is SIGKILLed, alone or with the sentinel beside it (PostgreSQL on
+`data` stays up: its outage is scenario 5). Measured: time until the two surviving sentinels
 promote the replica, until a submit gets its 202 again, until every accepted task ended;
 counted: accepted, terminal, lost, duplicate V1 calls.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from taskrecord import keys
 from taskrecord.states import QUEUES
@@ -103,8 +104,20 @@ def _why_open(group: CrossHostSentinels, open_ids: list[str]) -> dict[str, str]:
         node.close()
 
 
+# The primary alone, or with the sentinel on its host (the first one REDIS_SENTINELS lists).
+# The second is a known defect today: redis-py 8 retries a refused connection to a dead
+# sentinel 3 times with backoff (about 4 s) before it asks the next one, on every lookup,
+# so clients stall far longer than the failover (deploy/README.md, "What the cluster test
+# proved"); strict, so the fix (a `retry` without retries in the sentinel options) shows.
+KILLS = [
+    pytest.param(False, id="primary"),
+    pytest.param(True, id="primary+sentinel"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("sentinel_too", KILLS)
 def test_primary_valkey_killed_under_sentinel(
-    cluster: Cluster, sentinel_system: CrossHostSentinels
+    cluster: Cluster, sentinel_system: CrossHostSentinels, sentinel_too: bool
 ) -> None:
     group, sim = sentinel_system, cluster.sim
     assert sim is not None
@@ -124,8 +137,9 @@ def test_primary_valkey_killed_under_sentinel(
             first_answers = [(s.status, s.detail) for s in submitted[:3]]
             raise AssertionError(f"no load: {first_answers}") from None
         lag = group.replication_lag()  # a moment before the kill
-        # EXPERIMENT cluster.procs[f"sentinel@{group.primary_host}"].kill()
-        cluster.procs[f"valkey@{group.primary_host}"].kill()
+        if sentinel_too:
+            cluster.procs[f"sentinel@{group.primary_host}-{group.run}"].kill()
+        cluster.procs[f"valkey@{group.primary_host}-{group.run}"].kill()
         killed = time.monotonic()
 
         def promoted() -> bool:
@@ -172,6 +186,7 @@ def test_primary_valkey_killed_under_sentinel(
     logs = "".join(p.log() for s in group.systems.values() for p in s.processes)
     report(
         "7 sentinel failover",
+        killed="primary+sentinel" if sentinel_too else "primary",
         down_after_ms=1000,
         replica_lag_bytes_before_kill=lag,
         submits=len(submitted),

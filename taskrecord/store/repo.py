@@ -57,6 +57,31 @@ def _columns(row: TaskRow) -> dict[str, Any]:
     return {attr.key: getattr(row, attr.key) for attr in TaskRow.__mapper__.column_attrs}
 
 
+def _write(session: Session, row: TaskRow, detail: str | None, insert_only: bool) -> None:
+    """One `upsert`, inside the caller's transaction."""
+    changing = {
+        "state": row.state, "queue": row.queue, "attempts": row.attempts,
+        "started_at": row.started_at, "finished_at": row.finished_at,
+        "result": row.result, "error": row.error, "partial": row.partial,
+    }  # fmt: skip
+    # A success counts its V1 usage once: lock the row (PostgreSQL) so two writers of the
+    # same success cannot both see it unfinished.
+    succeeded = row.state == TaskState.SUCCEEDED
+    found = session.get(TaskRow, row.id, with_for_update=succeeded)
+    before = found.state if found is not None else None
+    if found is None:
+        session.add(TaskRow(**_columns(row)))
+        session.flush()
+    elif insert_only:
+        return
+    else:
+        session.execute(update(TaskRow).where(TaskRow.id == row.id).values(**changing))
+    if succeeded and before != TaskState.SUCCEEDED:
+        count_success(session, row)
+    session.add(TransitionRow(task_id=row.id, state=row.state,
+                              at=datetime.now(UTC), detail=detail))  # fmt: skip
+
+
 class TaskStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -73,38 +98,24 @@ class TaskStore:
         `insert_only`: a writer whose copy may be older than the row's (maintenance copying
         a new task read from Redis a moment ago) only inserts a missing row: an existing one
         was written by the task's own worker, later, and must not go back in time."""
-        changing = {
-            "state": row.state, "queue": row.queue, "attempts": row.attempts,
-            "started_at": row.started_at, "finished_at": row.finished_at,
-            "result": row.result, "error": row.error, "partial": row.partial,
-        }  # fmt: skip
         for attempt in range(2):
             try:
                 with self._session() as session, session.begin():
-                    # A success counts its V1 usage once: lock the row (PostgreSQL) so two
-                    # writers of the same success cannot both see it unfinished.
-                    succeeded = row.state == TaskState.SUCCEEDED
-                    found = session.get(TaskRow, row.id, with_for_update=succeeded)
-                    before = found.state if found is not None else None
-                    if found is None:
-                        session.add(TaskRow(**_columns(row)))
-                        session.flush()
-                    elif insert_only:
-                        return
-                    else:
-                        session.execute(
-                            update(TaskRow).where(TaskRow.id == row.id).values(**changing)
-                        )
-                    if succeeded and before != TaskState.SUCCEEDED:
-                        count_success(session, row)
-                    session.add(TransitionRow(task_id=row.id, state=row.state,
-                                              at=datetime.now(UTC), detail=detail))  # fmt: skip
+                    _write(session, row, detail, insert_only)
                 return
             except IntegrityError:
                 if insert_only:  # the task's worker inserted it meanwhile: its copy wins
                     return
                 if attempt:  # the other writer's row exists now: the update path must work
                     raise
+
+    def upsert_many(self, items: list[tuple[TaskRow, str | None]]) -> None:
+        """`upsert` of several writes, in order, in ONE transaction (a worker's queued
+        writes: one commit, not one each). Raises if any fails, and then none is written:
+        the caller writes them one by one."""
+        with self._session() as session, session.begin():
+            for row, detail in items:
+                _write(session, row, detail, False)
 
     def get(self, task_id: str) -> TaskRow | None:
         with self._session() as session:
