@@ -4,6 +4,7 @@ tasks) and cheap polling of the tasks' live records in Redis."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -76,7 +77,8 @@ async def fetch_tasks(
 def live_states(redis_url: str, ids: Sequence[str], field: str = "state") -> dict[str, str]:
     """A field of each task's live record, read straight from Redis (cheap polling that
     adds no load to the gateway; the final figures come from GET /v1/tasks/{id})."""
-    client = redis.Redis.from_url(redis_url)
+    # A Valkey serving 10,000 running tasks can take seconds to answer a batch.
+    client = redis.Redis.from_url(redis_url, socket_timeout=60)
     out: dict[str, str] = {}
     try:
         for start in range(0, len(ids), 1000):
@@ -99,7 +101,10 @@ def wait_all_terminal(
     pending = list(ids)
     states: dict[str, str] = {}
     while True:
-        states.update(live_states(redis_url, pending))
+        try:
+            states.update(live_states(redis_url, pending))
+        except (redis.TimeoutError, redis.ConnectionError) as exc:  # busy, not gone: poll on
+            print(f"[bench] polling Valkey: {type(exc).__name__}; trying again", file=sys.stderr)
         pending = [i for i in pending if states.get(i) not in TERMINAL]
         if not pending or time.monotonic() > deadline:
             return not pending, states

@@ -32,6 +32,10 @@ from v1sim.process import SimulatorProcess
 
 # testbed.System sets LEASE_SECONDS=3 and fast retries for tests; benchmarks use the defaults.
 PRODUCTION_TIMINGS = {"LEASE_SECONDS": "15", "RETRY_BASE_DELAY": "1.0", "RETRY_MAX_DELAY": "60"}
+# A benchmark offers load as one tenant: the per-tenant quota and rate limit (and the queue
+# limit) would refuse it; `bench.fairness` sets its own.
+NO_SUBMIT_LIMITS = {"QUEUE_LIMIT": "1000000", "TENANT_MAX_QUEUED": "1000000",
+                    "TENANT_RATE_PER_SECOND": "0"}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- commands
@@ -149,8 +153,9 @@ class Bench:
     # V2 systems --------------------------------------------------------------------
     def system(self, v1_url: str, **overrides: str) -> System:
         """A `testbed.System` on its own Redis DB. The testbed's test-speed lease and
-        retry settings are put back to the production defaults unless overridden."""
-        overrides = {**PRODUCTION_TIMINGS, **overrides}
+        retry settings are put back to the production defaults, and submit limits lifted,
+        unless overridden."""
+        overrides = {**PRODUCTION_TIMINGS, **NO_SUBMIT_LIMITS, **overrides}
         db = self.new_db()
         workdir = self.workdir / f"system-db{db}"
         workdir.mkdir(parents=True, exist_ok=True)

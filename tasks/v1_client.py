@@ -98,7 +98,7 @@ class V1Client:
                 else:
                     lines = sse_lines(response.iter_bytes())
                     _read_stream(lines, result, on_delta)
-                    _drain(lines)
+                    pass  # _drain(lines) TMP
         except V1Error:
             raise
         except httpx.TimeoutException as exc:
