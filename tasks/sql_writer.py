@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # Writes one batch hands to the thread at most (a finish waits at most this many ahead).
 BATCH = 64
 # Lanes (threads writing at once) per process.
-LANES = 10
+LANES = 4
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any, Callable[[BaseException], None] | None]
 
