@@ -6,10 +6,11 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from app.context import GatewayContext
 from app.errors import ApiError
+from app.schemas import AGENT_ID_PATTERN
 
 UNAUTHORIZED = "missing or unknown API key: send `Authorization: Bearer <api key>`"
 
@@ -48,3 +49,7 @@ def get_tenant(request: Request, ctx: Context) -> str:
 
 
 Tenant = Annotated[str, Depends(get_tenant)]
+
+# Headers of the routes that submit a task (POST /v1/tasks and the OpenAI-compatible ones).
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+AgentHeader = Annotated[str | None, Header(alias="x-openclaw-agent-id", pattern=AGENT_ID_PATTERN)]

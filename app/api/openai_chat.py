@@ -13,23 +13,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.tasks_read import load_task
 from app.bridge import EventBridge
 from app.context import GatewayContext
-from app.deps import Context, Tenant
+from app.deps import AgentHeader, Context, IdempotencyKey, Tenant
 from app.errors import envelope, validation_response
 from app.openai_docs import CHAT_RESPONSES, MODELS_RESPONSES, TASK_HEADER
 from app.openai_follow import cancel_for_gone_client, follow, unless_disconnected, wait_terminal
 from app.openai_requests import ChatCompletionCreate, InvalidRequest
 from app.openai_shapes import chat_chunk, chat_completion, chat_failure
-from app.schemas import AGENT_ID_PATTERN
 from app.submit import submit
 from taskrecord.states import EventType, TaskState
 
@@ -43,10 +42,8 @@ async def chat_completions(
     request: Request,
     ctx: Context,
     tenant: Tenant,
-    agent: Annotated[
-        str | None, Header(alias="x-openclaw-agent-id", pattern=AGENT_ID_PATTERN)
-    ] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    agent: AgentHeader = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     try:
         task_body = body.task(agent)

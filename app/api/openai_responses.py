@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -24,7 +24,7 @@ from app.api.events import MAX_SEQ
 from app.api.tasks_read import load_task
 from app.bridge import EventBridge
 from app.context import GatewayContext
-from app.deps import Context, Tenant
+from app.deps import AgentHeader, Context, IdempotencyKey, Tenant
 from app.errors import ApiError, envelope, validation_response
 from app.openai_docs import (
     RESPONSE_CANCEL_RESPONSES,
@@ -42,7 +42,7 @@ from app.openai_follow import (
 )
 from app.openai_requests import InvalidRequest, ResponseCreate
 from app.openai_shapes import ResponseBase, response_from_task
-from app.schemas import AGENT_ID_PATTERN, TaskOut
+from app.schemas import TaskOut
 from app.submit import submit
 from taskrecord.event_log import read_events
 from taskrecord.states import TaskState
@@ -59,10 +59,8 @@ async def create_response(
     request: Request,
     ctx: Context,
     tenant: Tenant,
-    agent: Annotated[
-        str | None, Header(alias="x-openclaw-agent-id", pattern=AGENT_ID_PATTERN)
-    ] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    agent: AgentHeader = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     try:
         task_body = body.task(agent)

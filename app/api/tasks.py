@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from app.api.tasks_read import load_task
-from app.deps import Context, Tenant
+from app.deps import Context, IdempotencyKey, Tenant
 from app.errors import ApiError
 from app.openapi_errors import IDEMPOTENCY_CONFLICT, errors
 from app.schemas import TASK_EXAMPLES, TaskCreate, TaskList, TaskOut
@@ -70,7 +70,7 @@ async def create_task(
     ctx: Context,
     tenant: Tenant,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskOut:
     from app.submit import submit
 
