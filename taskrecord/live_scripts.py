@@ -61,6 +61,8 @@ class ScriptRunner:
 
 CREATE = load("create")
 CLAIM = load("claim")
+# Standalone: one member of a due set for one maintenance instance (schedules, webhooks).
+CLAIM_DUE = load_standalone("claim_due")
 RENEW = load("renew")
 PROGRESS = load("progress")
 FINALIZE = load("finalize")

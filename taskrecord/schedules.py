@@ -40,17 +40,6 @@ _FIRING_NAMESPACE = uuid.UUID("3c7f0a52-8d7e-4b8e-9f1e-5a2f6e1d9b40")
 # evaluations of one schedule: refused.
 _UNSTABLE = re.compile(r"(^|[\s,])[HhRr](?=$|[\s,(/])")
 
-# Claim a due schedule (KEYS[1] the due set; ARGV member, now, claimed-until): 1 if this
-# caller may fire it now, 0 if it is not due or another maintenance instance claimed it.
-CLAIM = """
-local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if due and tonumber(due) <= tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
 
 class ScheduleError(ValueError):
     """A schedule the API refuses (422): `kind` is the error type, `field` where."""

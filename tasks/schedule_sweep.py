@@ -6,7 +6,7 @@ rebuilds from SQL every RECONCILE_EVERY seconds (a schedule whose index entry wa
 never written because its gateway died, is due again within that time).
 
 Exactly once per due time, with any number of maintenance instances:
-1. an instance claims a due entry atomically (`CLAIM`: its score moves CLAIM_SECONDS ahead,
+1. an instance claims a due entry atomically (`CLAIM_DUE`: its score moves CLAIM_SECONDS ahead,
    so the others skip it);
 2. it makes the task through the same CREATE script as `POST /v1/tasks`, under an id derived
    from (schedule, due time): CREATE refuses an id that exists, so an instance that claims
@@ -30,6 +30,7 @@ from typing import Any
 
 from taskrecord import keys
 from taskrecord.live import LiveStore, text
+from taskrecord.live_scripts import CLAIM_DUE
 from taskrecord.new_task import (
     TaskSpec,
     create_call,
@@ -39,7 +40,6 @@ from taskrecord.new_task import (
     task_fields,
 )
 from taskrecord.schedules import (
-    CLAIM,
     SCHEDULE_ID_KEY,
     SCHEDULED_FOR_KEY,
     ScheduleError,
@@ -71,7 +71,7 @@ class ScheduleSweep:
         self.live = live
         self.schedules = schedules
         self.tenants = TenantPolicies(settings)
-        self._claim = live.redis.register_script(CLAIM)
+        self._claim = live.redis.register_script(CLAIM_DUE)
         self._last_reconcile = float("-inf")
 
     def run_once(self) -> int:

@@ -21,6 +21,7 @@ from celery import Celery
 
 from taskrecord import keys
 from taskrecord.live import LiveStore, text
+from taskrecord.live_scripts import CLAIM_DUE
 from taskrecord.settings import Settings
 from taskrecord.store.deliveries import PENDING, DeliveryStore
 from taskrecord.store.models import DeliveryRow
@@ -36,16 +37,6 @@ from taskrecord.webhooks import (
 
 log = logging.getLogger(__name__)
 BATCH = 200
-# Claim a due attempt (KEYS[1] the due set; ARGV member, now, claimed-until): 1 if this
-# caller claimed it, 0 if another maintenance instance did first or it is not due.
-CLAIM = """
-local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if due and tonumber(due) <= tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 class WebhookSweep:
@@ -58,7 +49,7 @@ class WebhookSweep:
         # A published attempt is due again after this unless its worker reschedules or ends
         # it first (a lost message or a dead worker costs this much delay, not the delivery).
         self.claim_seconds = 3 * settings.webhook_timeout + 30.0
-        self._claim = live.redis.register_script(CLAIM)
+        self._claim = live.redis.register_script(CLAIM_DUE)
 
     def run_once(self) -> int:
         client = self.live.redis
