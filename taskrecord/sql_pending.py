@@ -60,10 +60,15 @@ def write_behind(
         sql(mirror_live, store, task_id, live, partial, detail)
         return True
     except Exception as exc:  # any SQL trouble: the live record stays the truth
-        # The exception's type only: its text may quote the row (user text).
-        log.warning("task %s: SQL write failed (%s); retried later", task_id, type(exc).__name__)
-        remember(client, task_id)
+        write_failed(client, task_id, exc)
         return False
+
+
+def write_failed(client: redis.Redis, task_id: str, exc: BaseException) -> None:
+    """A task's SQL write failed: say so and leave it to maintenance (`retry_pending`)."""
+    # The exception's type only: its text may quote the row (user text).
+    log.warning("task %s: SQL write failed (%s); retried later", task_id, type(exc).__name__)
+    remember(client, task_id)
 
 
 def retry_pending(live: LiveStore, store: TaskStore, limit: int = 200) -> int:

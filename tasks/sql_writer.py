@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Mapping
+from functools import partial as partial_fn
 from typing import Any
 
 import redis
 
 from taskrecord.mirror import mirror_live, row_from_record
 from taskrecord.record import TaskRecord
-from taskrecord.sql_pending import remember
+from taskrecord.sql_pending import write_behind, write_failed
 from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import TaskStore
 
@@ -174,20 +175,11 @@ class SqlWriter:
     ) -> None:
         """`write_behind` without waiting: queued now, in order; a failure is left to
         maintenance (`taskrecord.sql_pending`) as a waited-for one is."""
-
-        def failed(exc: BaseException) -> None:
-            # The exception's type only: its text may quote the row (user text).
-            log.warning("task %s: SQL write failed (%s); retried later", task_id,
-                        type(exc).__name__)  # fmt: skip
-            remember(client, task_id)
-
-        args = (store, task_id, live, partial, detail)
         if not self._threaded:
-            try:
-                mirror_live(*args)
-            except Exception as exc:  # best effort, as write_behind
-                failed(exc)
+            write_behind(client, store, task_id, live, partial, detail)
             return
+        args = (store, task_id, live, partial, detail)
+        failed = partial_fn(write_failed, client, task_id)
         self._lane(task_id).queue((mirror_live, args, None, failed))
 
     def close(self, timeout: float = 5.0) -> None:
