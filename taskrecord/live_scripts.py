@@ -63,6 +63,10 @@ CREATE = load("create")
 CLAIM = load("claim")
 # Standalone: one member of a due set for one maintenance instance (schedules, webhooks).
 CLAIM_DUE = load_standalone("claim_due")
+# Standalone: a queued task whose broker message was lost (tasks/lost_messages.py).
+REDISPATCH_LOST = load_standalone("redispatch_lost")
+# Standalone: a pending SQL copy caught up (taskrecord/sql_pending.py).
+FORGET_SQL_PENDING = load_standalone("forget_sql_pending")
 RENEW = load("renew")
 PROGRESS = load("progress")
 FINALIZE = load("finalize")

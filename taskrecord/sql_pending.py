@@ -18,6 +18,7 @@ import redis
 
 from taskrecord import keys
 from taskrecord.live import LiveStore, text
+from taskrecord.live_scripts import FORGET_SQL_PENDING
 from taskrecord.mirror import mirror_live
 from taskrecord.record import BadTaskRecord, TaskRecord
 from taskrecord.states import TERMINAL_STATES
@@ -27,15 +28,6 @@ log = logging.getLogger(__name__)
 
 # The hash fields a SQL copy is made of: a copy is current while these are unchanged.
 _COPIED = ("state", "queue", "attempts", "started_at", "finished_at", "result", "error")
-
-# Remove the entry only if no write failed again since it was read (its score moved).
-_FORGET = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then
-  return redis.call('ZREM', KEYS[1], ARGV[1])
-end
-return 0
-"""
 
 
 def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
@@ -96,5 +88,5 @@ def retry_pending(live: LiveStore, store: TaskStore, limit: int = 200) -> int:
                 if any(after.get(k) != fields.get(k) for k in _COPIED):
                     continue
                 done += 1
-        client.eval(_FORGET, 1, keys.SQL_PENDING, task_id, repr(score))
+        live.scripts.run(FORGET_SQL_PENDING, [keys.SQL_PENDING], [task_id, repr(score)])
     return done

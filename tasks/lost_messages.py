@@ -23,25 +23,13 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from taskrecord import keys
 from taskrecord.dispatch import message_id
 from taskrecord.live import LiveStore, text
+from taskrecord.live_scripts import REDISPATCH_LOST
 from taskrecord.publish import publish_due
 from taskrecord.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-
-# Still queued, same dispatch, not parked, not held by a live worker, not due: give it a
-# new dispatch number and make it due now, at the head of its queue (it had its turn).
-_REDISPATCH = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'parked', 'held_until')
-if r[1] ~= 'queued' or r[2] ~= ARGV[2] or (r[3] and r[3] ~= '') then return 0 end
-if tonumber(r[4] or '0') > tonumber(ARGV[3]) then return 0 end
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'dispatch', 1)
-redis.call('HSET', KEYS[1], 'queue_head', '1')
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
 
 
 def queue_lists(queue: str) -> list[str]:
@@ -131,12 +119,11 @@ class LostMessages:
         return ids
 
     def _redispatch(self, lost: list[str], missing: dict[str, str], now: float) -> int:
-        client = self.live.redis
         redone = []
         for task_id in lost:
             key = keys.task_key(task_id)
-            if client.eval(_REDISPATCH, 2, key, keys.DISPATCH_DUE, task_id, missing[task_id],
-                           repr(now)):  # fmt: skip
+            if self.live.scripts.run(REDISPATCH_LOST, [key, keys.DISPATCH_DUE],
+                                     [task_id, missing[task_id], repr(now)]):  # fmt: skip
                 log.warning("task %s: queued but its message was lost; re-dispatched", task_id)
                 redone.append(task_id)
         publish_due(self.live, redone)
