@@ -5,15 +5,14 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Engine, Select, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, Select, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskrecord.states import TaskState
+from taskrecord.store import task_writes
 from taskrecord.store.models import TaskRow, TransitionRow
-from taskrecord.store.usage import UsageStore, count_success
+from taskrecord.store.usage import UsageStore
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -53,37 +52,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created, task_id
 
 
-def _columns(row: TaskRow) -> dict[str, Any]:
-    return {attr.key: getattr(row, attr.key) for attr in TaskRow.__mapper__.column_attrs}
-
-
-def _write(session: Session, row: TaskRow, detail: str | None, insert_only: bool) -> None:
-    """One `upsert`, inside the caller's transaction."""
-    changing = {
-        "state": row.state, "queue": row.queue, "attempts": row.attempts,
-        "started_at": row.started_at, "finished_at": row.finished_at,
-        "result": row.result, "error": row.error, "partial": row.partial,
-    }  # fmt: skip
-    # A success counts its V1 usage once: lock the row (PostgreSQL) so two writers of the
-    # same success cannot both see it unfinished.
-    succeeded = row.state == TaskState.SUCCEEDED
-    found = session.get(TaskRow, row.id, with_for_update=succeeded)
-    before = found.state if found is not None else None
-    if found is None:
-        session.add(TaskRow(**_columns(row)))
-        session.flush()
-    elif insert_only:
-        return
-    else:
-        session.execute(update(TaskRow).where(TaskRow.id == row.id).values(**changing))
-    if succeeded and before != TaskState.SUCCEEDED:
-        count_success(session, row)
-    session.add(TransitionRow(task_id=row.id, state=row.state,
-                              at=datetime.now(UTC), detail=detail))  # fmt: skip
-
-
 class TaskStore:
     def __init__(self, engine: Engine) -> None:
+        if not task_writes.supported(engine.dialect.name):
+            raise ValueError(
+                f"DATABASE_URL: {engine.dialect.name} is not supported (sqlite or postgresql)"
+            )
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.usage = UsageStore(engine)  # V1 tokens per tenant per day (`count_success`)
@@ -93,29 +67,22 @@ class TaskStore:
 
     def upsert(self, row: TaskRow, detail: str | None, *, insert_only: bool = False) -> None:
         """Insert the task, or update the changing columns of its existing row; either way
-        record the transition. Safe against a concurrent writer of the same task.
+        record the transition. Safe against a concurrent writer of the same task (one
+        atomic `INSERT ... ON CONFLICT`).
 
         `insert_only`: a writer whose copy may be older than the row's (maintenance copying
         a new task read from Redis a moment ago) only inserts a missing row: an existing one
         was written by the task's own worker, later, and must not go back in time."""
-        for attempt in range(2):
-            try:
-                with self._session() as session, session.begin():
-                    _write(session, row, detail, insert_only)
-                return
-            except IntegrityError:
-                if insert_only:  # the task's worker inserted it meanwhile: its copy wins
-                    return
-                if attempt:  # the other writer's row exists now: the update path must work
-                    raise
+        with self.engine.begin() as conn:
+            if task_writes.upsert_row(conn, row, insert_only=insert_only):
+                task_writes.add_transitions(conn, [(row, detail)])
 
     def upsert_many(self, items: list[tuple[TaskRow, str | None]]) -> None:
         """`upsert` of several writes, in order, in ONE transaction (a worker's queued
         writes: one commit, not one each). Raises if any fails, and then none is written:
         the caller writes them one by one."""
-        with self._session() as session, session.begin():
-            for row, detail in items:
-                _write(session, row, detail, False)
+        with self.engine.begin() as conn:
+            task_writes.write(conn, items)
 
     def get(self, task_id: str) -> TaskRow | None:
         with self._session() as session:

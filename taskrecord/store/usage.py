@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, Engine, String, Table, func, select, update
+from sqlalchemy import BigInteger, Connection, Date, Engine, String, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from taskrecord.store.models import Base, TaskRow
 from taskrecord.usage import tokens_of, utc_day
@@ -38,7 +38,7 @@ _SUMMED = ("tasks", "prompt_tokens", "completion_tokens", "total_tokens")
 _UPSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def count_success(session: Session, row: TaskRow) -> None:
+def count_success(conn: Connection, row: TaskRow) -> None:
     """Add a task that just succeeded to its tenant's day (inside the caller's transaction)."""
     tokens = tokens_of(row.result)
     values = {
@@ -46,20 +46,19 @@ def count_success(session: Session, row: TaskRow) -> None:
         "prompt_tokens": tokens.prompt, "completion_tokens": tokens.completion,
         "total_tokens": tokens.total,
     }  # fmt: skip
+    conn.execute(_ADD_TO_DAY[conn.dialect.name], values)
+
+
+def _add_to_day(dialect: str) -> Any:
+    """`INSERT ... ON CONFLICT DO UPDATE` adding to the day's sums (built once per dialect)."""
     table = UsageDayRow.__table__
     assert isinstance(table, Table)
-    upsert = _UPSERTS.get(session.get_bind().dialect.name)
-    if upsert is not None:
-        stmt = upsert(table).values(**values)
-        added = {name: table.c[name] + stmt.excluded[name] for name in _SUMMED}
-        session.execute(stmt.on_conflict_do_update(index_elements=["tenant", "day"], set_=added))
-        return
-    # Another database: update, else insert (a concurrent first insert fails the
-    # transaction, which `TaskStore.upsert` retries).
-    key = (table.c.tenant == values["tenant"]) & (table.c.day == values["day"])
-    added = {name: table.c[name] + values[name] for name in _SUMMED}
-    if not getattr(session.execute(update(table).where(key).values(**added)), "rowcount", 0):
-        session.add(UsageDayRow(**values))
+    stmt = _UPSERTS[dialect](table)
+    added = {name: table.c[name] + stmt.excluded[name] for name in _SUMMED}
+    return stmt.on_conflict_do_update(index_elements=["tenant", "day"], set_=added)
+
+
+_ADD_TO_DAY = {dialect: _add_to_day(dialect) for dialect in _UPSERTS}
 
 
 @dataclass(frozen=True)
