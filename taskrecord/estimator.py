@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 
 from taskrecord import keys
@@ -60,7 +59,7 @@ class EstimateCache:
         return Estimate(heuristic_seconds(text_chars), "heuristic")
 
 
-def learn(client: redis.Redis, agent_id: str, duration_seconds: float) -> None:
-    """Called by workers when a task succeeds."""
-    ScriptRunner(client).run(_LEARN, [keys.ESTIMATES], [agent_id, f"{duration_seconds:.3f}",
-                                                       EWMA_WEIGHT])  # fmt: skip
+def learn(scripts: ScriptRunner, agent_id: str, duration_seconds: float) -> None:
+    """Called by workers when a task succeeds (with their process's script runner: the
+    script is registered once, not hashed again per call)."""
+    scripts.run(_LEARN, [keys.ESTIMATES], [agent_id, f"{duration_seconds:.3f}", EWMA_WEIGHT])

@@ -187,7 +187,7 @@ def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
 
 def learn_duration(runtime: WorkerRuntime, record: TaskRecord) -> None:
     started = record.attempt_started_at or time.time()
-    learn(runtime.redis, record.agent_id, time.time() - started)
+    learn(runtime.live.scripts, record.agent_id, time.time() - started)
 
 
 def _flush_quietly(progress: ProgressEmitter) -> None:

@@ -7,12 +7,15 @@ stream. Tests may inject an httpx transport.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import httpx
 
 from tasks.errors import (
@@ -23,8 +26,11 @@ from tasks.errors import (
     V1Unreachable,
     error_for_status,
 )
+from tasks.idle_check import use_native_poll
 
 MAX_ERROR_BODY = 4096
+# After [DONE]: how long and how many lines the rest of a stream may take to be read.
+DRAIN_SECONDS, DRAIN_LINES = 1.0, 16
 # Where an event stream's lines end (the SSE spec): CR, LF or CRLF, nothing else.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -52,6 +58,7 @@ class V1Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._token = token
+        use_native_poll()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(
@@ -96,7 +103,9 @@ class V1Client:
                 if response.headers.get("content-type", "").startswith("application/json"):
                     _read_json(response, result, on_delta)
                 else:
-                    _read_stream(sse_lines(response.iter_bytes()), result, on_delta)
+                    lines = sse_lines(response.iter_bytes())
+                    _read_stream(lines, result, on_delta)
+                    _drain(lines)
         except V1Error:
             raise
         except httpx.TimeoutException as exc:
@@ -152,6 +161,16 @@ def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
             yield line.decode("utf-8", errors="replace")
     if pending:
         yield pending.decode("utf-8", errors="replace")
+
+
+def _drain(rest: Iterator[str]) -> None:
+    """Read what follows [DONE] (the body's end, normally already received). A response
+    left half-read closes its connection, so every call paid a new connection to V1 and V1
+    a new accept. Bounded: a V1 that holds the stream open after [DONE] costs at most
+    DRAIN_SECONDS (under gevent, as in workers), then the connection is dropped."""
+    with contextlib.suppress(Exception), gevent.Timeout(DRAIN_SECONDS, False):
+        for _ in itertools.islice(rest, DRAIN_LINES):
+            pass
 
 
 def _read_stream(lines: Iterator[str], result: V1Result, on_delta: Callable[[str], None]) -> None:
