@@ -216,9 +216,11 @@ def plain_celery_worker(
     name: str = "plain",
     app: str = "bench.plain_celery",
     queues: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> ManagedProcess:
     """`celery -A bench.plain_celery worker`: the textbook setup (see bench/plain_celery.py);
-    `app="bench.plain_celery_tuned"` for the tuned one (shared client, task_routes)."""
+    `app="bench.plain_celery_tuned"` for the tuned one (shared client, task_routes); `extra`
+    worker options (`-E`: task events, as Flower needs)."""
     command = [
         sys.executable,
         "-m",
@@ -237,5 +239,6 @@ def plain_celery_worker(
         command += ["-c", str(concurrency)]
     if queues is not None:
         command += ["-Q", queues]
+    command += list(extra)
     env = child_env(PLAIN_BROKER_URL=broker_url, PLAIN_V1_URL=v1_url, PLAIN_V1_TOKEN=V1_TOKEN)
     return bench.process(f"celery-{name}", command, env, ready_log="ready.", ready_timeout=90)

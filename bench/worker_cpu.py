@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from celery import Celery
+
 from bench.api import api_client, new_tag, submit_many, wait_all_terminal
 from bench.measure import ProcWatch
 from bench.processes import Bench, plain_celery_worker
@@ -96,31 +98,42 @@ async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace
 
 
 def run_baseline(
-    bench: Bench, sim: SimulatorProcess, args: argparse.Namespace, tuned: bool = False
+    bench: Bench,
+    sim: SimulatorProcess,
+    args: argparse.Namespace,
+    tuned: bool = False,
+    events: bool = False,
 ) -> dict[str, Any]:
     """The textbook worker (`httpx.post` per call) or, `tuned`, the same worker with one
-    shared `httpx.Client` per process (bench/plain_celery_tuned.py)."""
+    shared `httpx.Client` per process (bench/plain_celery_tuned.py); `events`: with `-E`
+    (task events, which Flower needs and ours sends)."""
     from bench import plain_celery, plain_celery_tuned
 
     module: Any = plain_celery_tuned if tuned else plain_celery
-    task = plain_celery_tuned.call_v1_tuned if tuned else plain_celery.call_v1
-    label = "tuned" if tuned else "plain"
+    task_name = "plain.call_v1_tuned" if tuned else "plain.call_v1"
+    label = ("tuned" if tuned else "plain") + ("-events" if events else "")
     broker = bench.redis_url(bench.new_db())
     proc: ManagedProcess = plain_celery_worker(
-        bench, broker, sim.url, name=f"{label}-cpu", app=module.__name__
-    )
-    app = module.configure(broker)
+        bench, broker, sim.url, name=f"{label}-cpu", app=module.__name__,
+        extra=("-E",) if events else (),
+    )  # fmt: skip
+    # A client app of this run's own: a closed one cannot fetch results again.
+    app = Celery(f"bench-{label}", broker=broker, backend=broker)
+
+    def send(message: str) -> Any:
+        return app.send_task(task_name, args=[message])
+
     watch, valkey = ProcWatch(proc.pid), _valkey(bench)
     try:
-        task.delay("warm [sim:chunks=1]").get(timeout=30)
-        task.delay("warm [sim:chunks=1]").get(timeout=30)
+        send("warm [sim:chunks=1]").get(timeout=30)
+        send("warm [sim:chunks=1]").get(timeout=30)
         idle = idle_rate(watch, args.idle_seconds)
         tag = new_tag(f"cpu-{label}")
         w0, v0, t0 = watch.cpu(), valkey.cpu(), time.time()
         with ThreadPoolExecutor(4) as pool:
             results = list(
                 pool.map(
-                    lambda i: task.delay(f"cpu {i} [sim:chunks=1] [sim:tag={tag}]"),
+                    lambda i: send(f"cpu {i} [sim:chunks=1] [sim:tag={tag}]"),
                     range(args.tasks),
                 )
             )
@@ -139,7 +152,10 @@ def run_baseline(
         proc.stop(5.0)
     figures = cpu_figures(args.tasks, (w0, w1), (v0, v1), t1 - t0, idle)
     figures["succeeded"] = done
-    figures["worker"] = f"celery -A {module.__name__} worker (prefork, {children} children)"
+    options = " -E" if events else ""
+    figures["worker"] = (
+        f"celery -A {module.__name__} worker{options} (prefork, {children} children)"
+    )
     return figures
 
 
@@ -163,8 +179,18 @@ def run(args: argparse.Namespace) -> Report:
         log(NAME, f"tuned baseline: {args.tasks} Celery calls, one shared httpx.Client")
         tuned = run_baseline(bench, sim, args, tuned=True)
         log(NAME, f"tuned baseline: {tuned}")
-    report.details = {"ours": ours, "baseline": base, "tuned_baseline": tuned}
-    for label, b in (("textbook Celery", base), ("tuned Celery: shared httpx.Client", tuned)):
+        log(NAME, f"tuned baseline with task events (-E): {args.tasks} Celery calls")
+        evented = run_baseline(bench, sim, args, tuned=True, events=True)
+        log(NAME, f"tuned baseline with task events: {evented}")
+    report.details = {
+        "ours": ours, "baseline": base, "tuned_baseline": tuned, "tuned_events_baseline": evented,
+    }  # fmt: skip
+    compared = (
+        ("textbook Celery", base),
+        ("tuned Celery: shared httpx.Client", tuned),
+        ("tuned Celery with task events (-E, as Flower needs)", evented),
+    )
+    for label, b in compared:
         report.add(
             f"worker CPU per task, vs {label}",
             ours["worker_ms_per_task"],
@@ -198,6 +224,7 @@ def run(args: argparse.Namespace) -> Report:
     report.note(
         f"ours: {ours['worker']}; baseline: {base['worker']}, default settings; tuned "
         f"baseline: {tuned['worker']}, default settings + one httpx.Client per process; "
+        f"tuned with events: {evented['worker']}; ours sends task events too (Flower); "
         "ratio = ours / baseline"
     )
     return report
