@@ -7,7 +7,8 @@ submitted as fast as the gateway answers (--submitters keep-alive connections of
 `bench.loadgen`, cheap on the client side so the burst ends well inside one V1 call and all
 tasks are in flight at once); then, once 95 % of them run in V1 (or when the probes would
 otherwise outlast the first runs), --probes probe submits are sent at --probe-rate (open
-loop, to the `long` queue no worker serves, so they add no V1 load).
+loop, to the `long` queue no worker serves, so they add no V1 load), from a process of
+their own.
 
 Figures, each against its target: tasks succeeded (all), simulator peak concurrent runs,
 each worker process's peak RSS (sampled every second; target < 500 MB), probe submit p50/p99
@@ -23,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any
 
 import redis
@@ -121,6 +124,34 @@ async def probes(url: str, count: int, rate: float) -> dict[str, Any]:
     return phase.summary()
 
 
+def _probe_process(url: str, count: int, rate: float, out: Connection) -> None:
+    out.send(asyncio.run(probes(url, count, rate)))
+    out.close()
+
+
+def probes_apart(url: str, count: int, rate: float) -> dict[str, Any]:
+    """`probes` in a process of its own. In this one the sampler thread reads /proc for
+    every watched process each second (tens of ms of Python), holding the GIL that the
+    probes' event loop needs: their latencies would include waiting for it."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_probe_process, args=(url, count, rate, sender), daemon=True)
+    proc.start()
+    sender.close()
+    deadline = time.time() + count / rate + 60.0
+    try:
+        while not receiver.poll(0.5):
+            if not proc.is_alive() or time.time() > deadline:
+                raise RuntimeError(f"the probe process ended without figures ({proc.exitcode})")
+            pause(0)  # SIGTERM: stop now
+        result: dict[str, Any] = receiver.recv()
+        return result
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+
+
 def wait_loaded(sim: SimulatorProcess, args: argparse.Namespace, t0: float) -> None:
     """Probe at the most load: once 95 % of the tasks run in V1, or when the probes would
     otherwise end after the first tasks finish (the ramp may be slower than the burst)."""
@@ -167,7 +198,8 @@ def scenario(bench: Bench, args: argparse.Namespace, out: dict[str, Any]) -> Non
     out["workers_started_s"] = round(time.time() - t_start, 1)
     valkey_pid = bench.valkey_pid()
     assert valkey_pid is not None and sim.pid is not None
-    watches = {f"worker{i}": ProcWatch(w.pid) for i, w in enumerate(workers)}
+    # A gevent worker is one process: no scan of /proc for its children every second.
+    watches = {f"worker{i}": ProcWatch(w.pid, tree=False) for i, w in enumerate(workers)}
     watches.update(
         gateway=ProcWatch(gateway.pid),
         valkey=ProcWatch(valkey_pid, tree=False),
@@ -188,7 +220,7 @@ def scenario(bench: Bench, args: argparse.Namespace, out: dict[str, Any]) -> Non
         wait_loaded(sim, args, t0)
         out["probes_started_after_s"] = round(time.time() - t0, 1)
         out["active_before_probes"] = sim.stats()["active"]
-        out["probes"] = asyncio.run(probes(system.url, args.probes, args.probe_rate))
+        out["probes"] = probes_apart(system.url, args.probes, args.probe_rate)
         out["active_after_probes"] = sim.stats()["active"]
         out["valkey_clients_loaded"] = valkey_clients(system.redis_url)
         log(NAME, f"probes {out['probes']['latency_ms']}; V1 active {out['active_after_probes']}")
@@ -312,7 +344,8 @@ def add_figures(report: Report, args: argparse.Namespace, out: dict[str, Any]) -
     report.note(
         f"{args.workers} gevent workers -Q short -c {args.worker_concurrency}, maintenance, one "
         f"gateway; simulator capacity {args.tasks}; LEASE_SECONDS=15; started in "
-        f"{out.get('workers_started_s')} s; probes go to the unserved long queue"
+        f"{out.get('workers_started_s')} s; probes go to the unserved long queue, sent from "
+        "a process of their own (not the one sampling /proc)"
     )
 
 

@@ -140,8 +140,15 @@ class LiveCalls:
     ) -> ScriptCall:
         return self._call(live_scripts.CLAIM, task_id, worker, lease, token, dispatch)
 
-    def renew(self, task_id: str, token: str, lease: float) -> ScriptCall:
-        return self._call(live_scripts.RENEW, task_id, token, lease)
+    def renew_many(self, tasks: Sequence[tuple[str, str]], lease: float) -> ScriptCall:
+        """Renew the leases of running tasks (task id, attempt token): one answer per task, in
+        order (`renew_many.lua`)."""
+        return ScriptCall(
+            live_scripts.RENEW_MANY,
+            [keys.task_key(task_id) for task_id, _token in tasks],
+            ["-", self.maxlen, self.slot_limit, self.budget, lease,
+             *(token for _task_id, token in tasks)],
+        )  # fmt: skip
 
     def progress(self, task_id: str, token: str, delta: str) -> ScriptCall:
         return self._call(live_scripts.PROGRESS, task_id, token, delta,

@@ -67,7 +67,7 @@ CLAIM_DUE = load_standalone("claim_due")
 REDISPATCH_LOST = load_standalone("redispatch_lost")
 # Standalone: a pending SQL copy caught up (taskrecord/sql_pending.py).
 FORGET_SQL_PENDING = load_standalone("forget_sql_pending")
-RENEW = load("renew")
+RENEW_MANY = load("renew_many")
 PROGRESS = load("progress")
 FINALIZE = load("finalize")
 REQUEUE = load("requeue")

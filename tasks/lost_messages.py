@@ -8,8 +8,9 @@ held or due, whose current dispatch message is neither in its queue's lists nor 
 `unacked` on two sweeps at least ORPHAN_SECONDS apart, gets a new dispatch number (so a
 stray old message cannot also run it: claim.lua fences on it) and is published again.
 
-Cost: one sweep per ORPHAN_SECONDS, only over tasks older than ORPHAN_SECONDS (read off
-`keys.DEADLINES`, which holds every live task), scanning the lists with LRANGE in chunks.
+Cost: one sweep per ORPHAN_SECONDS, only over tasks older than ORPHAN_SECONDS with no lease
+(`keys.DEADLINES`, which holds every live task, less `keys.LEASES`, the running ones),
+scanning the lists with LRANGE in chunks, and `unacked` only for candidates not in them.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class LostMessages:
         self._last = mono
         now = time.time()
         queued = self._queued(now)
-        present = self._present({queue for _dispatch, queue in queued.values()})
+        present = self._present(queued)
         lost: list[str] = []
         suspects: dict[str, tuple[str, float]] = {}
         for task_id, (dispatch, _queue) in queued.items():
@@ -76,11 +77,16 @@ class LostMessages:
         found: dict[str, tuple[str, str]] = {}
         start = 0
         while True:
-            ids = [text(v) for v in client.zrangebyscore(keys.DEADLINES, "-inf", newest,
-                                                         start, CHUNK)]  # fmt: skip
-            if not ids:
+            page = [text(v) for v in client.zrangebyscore(keys.DEADLINES, "-inf", newest,
+                                                          start, CHUNK)]  # fmt: skip
+            if not page:
                 return found
-            start += len(ids)
+            start += len(page)
+            # Only tasks without a lease: a leased one is running (claim.lua takes the lease,
+            # every way back to queued drops it), so a page of running tasks costs one
+            # ZMSCORE, not a read each.
+            leased = client.zmscore(keys.LEASES, page)
+            ids = [task_id for task_id, lease in zip(page, leased, strict=True) if lease is None]
             with client.pipeline(transaction=False) as pipe:
                 for task_id in ids:
                     pipe.hmget(keys.task_key(task_id), "state", "dispatch", "parked",
@@ -98,12 +104,18 @@ class LostMessages:
                     and float(held or 0) <= now and 0 < since <= now - self.every
                 ):  # fmt: skip
                     found[task_id] = (dispatch, queue)
-            if len(ids) < CHUNK:
+            if len(page) < CHUNK:
                 return found
 
-    def _present(self, queues: set[str]) -> set[str]:
-        """Ids of the run messages in these queues' lists and in kombu's `unacked` hash."""
+    def _present(self, queued: dict[str, tuple[str, str]]) -> set[str]:
+        """Ids of the run messages in the queued tasks' queue lists and, only for those not
+        found there, in kombu's `unacked` hash (it holds every running task's message: read
+        it only when a candidate is missing from the lists)."""
         client = self.live.redis
+        queues = {queue for _dispatch, queue in queued.values()}
+        wanted = {
+            message_id(task_id, int(dispatch or 0)) for task_id, (dispatch, _q) in queued.items()
+        }
         ids: set[str] = set()
         for name in (lst for queue in sorted(queues) for lst in queue_lists(queue)):
             start = 0
@@ -113,7 +125,7 @@ class LostMessages:
                 if len(chunk) < CHUNK:
                     break
                 start += len(chunk)
-        if queues:
+        if wanted - ids:
             for _tag, raw in client.hscan_iter("unacked", count=CHUNK):
                 ids.add(_unacked_id(raw))
         return ids

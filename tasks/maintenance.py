@@ -20,7 +20,6 @@ Several instances may run at once: every step is an atomic script with fencing.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -33,7 +32,6 @@ from types import FrameType
 from celery import Celery
 
 from taskrecord import keys
-from taskrecord.broker import RUN_TASK
 from taskrecord.control import TaskControl
 from taskrecord.live import LiveStore, text
 from taskrecord.mirror import mirror_live
@@ -45,6 +43,7 @@ from taskrecord.store.deliveries import DeliveryStore
 from taskrecord.store.repo import TaskStore
 from taskrecord.store.schedules import ScheduleStore
 from tasks.lost_messages import LostMessages
+from tasks.orphans import OrphanSweep
 from tasks.run import WORKER_LOST_AFTER_OUTPUT
 from tasks.schedule_sweep import ScheduleSweep
 from tasks.webhook_sweep import WebhookSweep
@@ -65,6 +64,7 @@ class Maintenance:
         self.webhooks = WebhookSweep(settings, live, DeliveryStore(store.engine), celery)
         self.schedules = ScheduleSweep(settings, live, ScheduleStore(store.engine))
         self.lost_messages = LostMessages(settings, live)
+        self.orphans = OrphanSweep(settings, live)
         # The first round applies it, even on a machine booted < 10 min ago (monotonic clock).
         self._last_retention = -RETENTION_EVERY
 
@@ -75,7 +75,7 @@ class Maintenance:
             "persisted": self.persist_new,
             "sql_written": lambda: retry_pending(self.live, self.store),
             "recovered": self.recover_expired_leases,
-            "orphans_restored": self.restore_orphans,
+            "orphans_restored": self.orphans.run_once,
             "lost_redispatched": self.lost_messages.run_once,
             "woken": self.wake_waiting,
             "dispatched": self.dispatch_due,
@@ -123,33 +123,6 @@ class Maintenance:
                 done += 1
                 log.warning("task %s: lease expired (worker lost): %s", task_id, action)
         return done
-
-    def restore_orphans(self) -> int:
-        """Messages fetched by a worker that died before claiming their task."""
-        client = self.live.redis
-        cutoff = time.time() - self.settings.orphan_seconds
-        restored = 0
-        for raw_tag in client.zrangebyscore("unacked_index", "-inf", cutoff, 0, 200):
-            tag = text(raw_tag)
-            raw = client.hget("unacked", tag)
-            if raw is None:
-                client.zrem("unacked_index", tag)
-                continue
-            message, _exchange, routing_key = json.loads(raw)
-            headers = message.get("headers") or {}
-            if headers.get("task") != RUN_TASK:
-                continue
-            task_id, _, suffix = str(headers.get("id", "")).partition(".")
-            # As kombu marks a message it restores itself.
-            headers["redelivered"] = True
-            message["properties"]["delivery_info"]["redelivered"] = True
-            call = self.live.calls.restore_orphan(
-                task_id, tag, suffix or "1", routing_key, json.dumps(message)
-            )
-            if text(self.live.run(call)) == "restored":
-                log.warning("task %s: its worker died before starting it; re-queued", task_id)
-                restored += 1
-        return restored
 
     def persist_new(self) -> int:
         """Copy newly submitted tasks into the SQL store (the submit path writes Redis only)."""

@@ -25,11 +25,20 @@ def run(live: LiveStore, name: str, task_id: str, *extra: object) -> object:
     return live.run(call)
 
 
-def test_renew_refuses_a_task_it_does_not_own(live: LiveStore) -> None:
-    live.redis.hset(keys.task_key("lua-1"), mapping={"state": "running", "attempt_token": "a"})
-    live.redis.expire(keys.task_key("lua-1"), 60)
-    assert run(live, "renew", "lua-1", "other-token", 5) == b"lost"
-    assert run(live, "renew", "lua-1", "a", 5) == b"ok"
+def test_renew_many_answers_per_task_and_extends_only_owned_leases(live: LiveStore) -> None:
+    owned = {"state": "running", "attempt_token": "a", "tenant": "t"}
+    ids = ["lua-m1", "lua-m2", "lua-m3"]
+    live.redis.hset(keys.task_key(ids[0]), mapping=owned)
+    live.redis.hset(keys.task_key(ids[1]), mapping={**owned, "attempt_token": "other"})
+    live.redis.hset(keys.task_key(ids[2]), mapping={**owned, "cancel_requested": "1"})
+    for task_id in ids:
+        live.redis.expire(keys.task_key(task_id), 60)
+    call = live.calls.renew_many([(task_id, "a") for task_id in ids], 5)
+    assert live.run(call) == [b"ok", b"lost", b"cancel"]
+    leased = {m.decode() for m in live.redis.zrange(keys.LEASES, 0, -1)}
+    assert ids[0] in leased and ids[2] in leased and ids[1] not in leased
+    live.redis.zrem(keys.LEASES, *ids)
+    live.redis.delete(*(keys.task_key(task_id) for task_id in ids))
 
 
 def test_pause_then_resume_a_queued_task_emits_both_events(live: LiveStore) -> None:

@@ -15,7 +15,6 @@ CALLS = LiveCalls(get_settings(v1_url="http://v1"))
 # script -> a call built by LiveCalls, with distinct values so order mistakes show.
 BUILT: dict[str, Callable[[], ScriptCall]] = {
     "claim": lambda: CALLS.claim("t1", "w", 15.0, "tok", "2"),
-    "renew": lambda: CALLS.renew("t1", "tok", 15.0),
     "progress": lambda: CALLS.progress("t1", "tok", "delta"),
     "finalize": lambda: CALLS.finalize("t1", "failed", token="tok", error={"type": "x"}),
     "requeue": lambda: CALLS.requeue("t1", "tok", 1.5, {"type": "x"}, "short"),
@@ -82,3 +81,13 @@ def test_every_script_file_has_a_header_and_is_loaded_once() -> None:
         assert source is live_scripts.load(name)
         body = source.split("-- " + name.upper(), 1)
         assert len(body) == 2, f"{name}.lua must start with its header comment"
+
+
+def test_renew_many_passes_one_key_and_one_token_per_task_after_the_lease() -> None:
+    call = CALLS.renew_many([("t1", "tok1"), ("t2", "tok2")], 15.0)
+    assert call.source == live_scripts.load("renew_many")
+    assert list(call.keys) == ["v2:task:t1", "v2:task:t2"]
+    # ARGV[1..4]: the prelude's (task id a placeholder); ARGV[5] the lease; ARGV[5 + i] the
+    # token of KEYS[i].
+    assert list(call.args[4:]) == [15.0, "tok1", "tok2"]
+    assert "ARGV[5 + i]" in live_scripts.load("renew_many")
