@@ -192,6 +192,13 @@ class Settings(ConnectionSettings):
         "(0: never; `make run` uses 300 for short and priority workers, 3600 for long).",
     )
     worker_concurrency: int = Field(50, description="Most tasks per worker process.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness a worker process takes at start: on a machine shared with "
+        "the gateway, the gateway's answers come before workers' CPU (0: unchanged).",
+    )
     autoscale: bool = Field(True, description="`make run` scales short/long worker processes.")
     autoscale_short_min: int = Field(5, ge=1, description="Fewest `short` worker processes.")
     autoscale_short_max: int = Field(20, ge=1, description="Most `short` worker processes.")

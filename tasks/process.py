@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from taskrecord.settings import get_settings
 from tasks.runtime import WorkerRuntime, build_runtime
@@ -44,6 +44,17 @@ def close_runtime() -> None:
         if _runtime is not None and _runtime_pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _lower_priority(**_: Any) -> None:
+    """Take WORKER_NICE before the pool starts. A task's latency is V1's minutes; a submit's
+    is milliseconds: where both share cores the gateway (and maintenance) go first, and
+    workers still get every cycle nobody else wants. Never raised back (not ours to undo)."""
+    wanted = get_settings().worker_nice
+    if wanted > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, wanted)
+        log.info("worker niceness %s", wanted)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
