@@ -94,6 +94,18 @@ def running_system(system: System) -> Iterator[System]:
 _db_numbers = itertools.count(1)
 
 
+@contextlib.contextmanager
+def without_workers(valkey: Any, v1_url: str, workdir: Path, **overrides: str) -> Iterator[System]:
+    """A gateway and maintenance, no worker: the test plays the workers' part in Redis."""
+    system = new_system(valkey, v1_url, workdir, **overrides)
+    try:
+        system.start_gateway()
+        system.start_maintenance()
+        yield system
+    finally:
+        system.stop()
+
+
 def new_system(valkey: Any, v1_url: str, workdir: Path, **overrides: str) -> System:
     """A system on its own Redis database of `valkey`, with its own SQLite file."""
     return System(

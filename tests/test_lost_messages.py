@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -14,7 +13,7 @@ import redis
 from deploy.embedded_valkey import EmbeddedValkey
 from taskrecord import keys
 from taskrecord.live import text
-from tests.harness import System, new_system, submit, wait_terminal, wait_until
+from tests.harness import System, submit, wait_terminal, wait_until, without_workers
 from v1sim.process import SimulatorProcess
 
 ORPHAN_SECONDS = 1.0
@@ -24,69 +23,61 @@ ORPHAN_SECONDS = 1.0
 def system(
     valkey: EmbeddedValkey, simulator: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
-    workdir: Path = tmp_path_factory.mktemp("lost-messages")
-    sys_ = new_system(valkey, simulator.url, workdir, ORPHAN_SECONDS=str(ORPHAN_SECONDS))
-    try:
-        sys_.start_gateway()
-        sys_.start_maintenance()  # no worker yet: messages stay in their queue
+    workdir = tmp_path_factory.mktemp("lost-messages")
+    with without_workers(
+        valkey, simulator.url, workdir, ORPHAN_SECONDS=str(ORPHAN_SECONDS)
+    ) as sys_:
         yield sys_
-    finally:
-        sys_.stop()
 
 
-@pytest.fixture
-def rds(system: System) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(system.redis_url)
-    yield client
-    client.close()
-
-
-def messages_of(rds: redis.Redis, queue: str, task_id: str) -> list[str]:
-    found = [text(m) for m in rds.lrange(queue, 0, -1)]
+def messages_of(redis_client: redis.Redis, queue: str, task_id: str) -> list[str]:
+    found = [text(m) for m in redis_client.lrange(queue, 0, -1)]
     return [m for m in found if json.loads(m)["headers"]["id"].partition(".")[0] == task_id]
 
 
-def queued(rds: redis.Redis, api_submit: dict[str, str]) -> tuple[str, str]:
+def queued(redis_client: redis.Redis, api_submit: dict[str, str]) -> tuple[str, str]:
     task_id = api_submit["task_id"]
-    queue = text(rds.hget(keys.task_key(task_id), "queue") or b"")
+    queue = text(redis_client.hget(keys.task_key(task_id), "queue") or b"")
     assert queue, "the task has no queue"
-    wait_until(lambda: messages_of(rds, queue, task_id), 10, 0.05, "its message")
+    wait_until(lambda: messages_of(redis_client, queue, task_id), 10, 0.05, "its message")
     return task_id, queue
 
 
-def lose_message(rds: redis.Redis, queue: str, task_id: str) -> None:
+def lose_message(redis_client: redis.Redis, queue: str, task_id: str) -> None:
     """What a worker killed right after BRPOP leaves: the message in no list, no hash."""
-    (message,) = messages_of(rds, queue, task_id)
-    assert rds.lrem(queue, 1, message) == 1
+    (message,) = messages_of(redis_client, queue, task_id)
+    assert redis_client.lrem(queue, 1, message) == 1
 
 
-def dispatch_of(rds: redis.Redis, task_id: str) -> int:
-    return int(rds.hget(keys.task_key(task_id), "dispatch") or 0)
+def dispatch_of(redis_client: redis.Redis, task_id: str) -> int:
+    return int(redis_client.hget(keys.task_key(task_id), "dispatch") or 0)
 
 
 def test_a_task_whose_message_is_in_its_queue_is_left_alone(
-    system: System, rds: redis.Redis
+    system: System, redis_client: redis.Redis
 ) -> None:
     with system.client() as api:
-        kept, queue = queued(rds, submit(api, "waiting its turn"))
-        witness, witness_queue = queued(rds, submit(api, "message lost"))
-    first = dispatch_of(rds, kept)
-    lose_message(rds, witness_queue, witness)
+        kept, queue = queued(redis_client, submit(api, "waiting its turn"))
+        witness, witness_queue = queued(redis_client, submit(api, "message lost"))
+    first = dispatch_of(redis_client, kept)
+    lose_message(redis_client, witness_queue, witness)
     # The witness shows the reconciler swept at least twice since both were eligible.
-    wait_until(lambda: messages_of(rds, witness_queue, witness), 20, 0.1, "a re-dispatch")
-    assert dispatch_of(rds, witness) == dispatch_of(rds, kept) + 1
-    assert dispatch_of(rds, kept) == first
-    assert len(messages_of(rds, queue, kept)) == 1
-    assert rds.hget(keys.task_key(kept), "state") == b"queued"
+    wait_until(lambda: messages_of(redis_client, witness_queue, witness), 20, 0.1, "a re-dispatch")
+    assert dispatch_of(redis_client, witness) == dispatch_of(redis_client, kept) + 1
+    assert dispatch_of(redis_client, kept) == first
+    assert len(messages_of(redis_client, queue, kept)) == 1
+    assert redis_client.hget(keys.task_key(kept), "state") == b"queued"
 
 
-def test_a_task_whose_message_was_lost_still_runs(system: System, rds: redis.Redis) -> None:
+def test_a_task_whose_message_was_lost_still_runs(
+    system: System, redis_client: redis.Redis
+) -> None:
     with system.client() as api:
-        task_id, queue = queued(rds, submit(api, "lost after the pop"))
-        lose_message(rds, queue, task_id)
+        task_id, queue = queued(redis_client, submit(api, "lost after the pop"))
+        lose_message(redis_client, queue, task_id)
         system.start_worker(concurrency=4)
         done = wait_terminal(api, task_id, 30)
     assert done["state"] == "succeeded", done
-    assert dispatch_of(rds, task_id) >= 2  # fenced: a stray old message cannot run it
+    assert dispatch_of(redis_client, task_id) >= 2  # fenced: a stray old message cannot run it
     # Nothing left behind: no second message of it anywhere.
-    assert not messages_of(rds, queue, task_id)
+    assert not messages_of(redis_client, queue, task_id)
