@@ -91,10 +91,15 @@ def mirror_live(
     """Write the task's current live state to SQL (inserting the row if it is not there
     yet: the submit path writes Redis only). `insert_only`: see `TaskStore.upsert`. A hash
     with no id or state (its record expired) writes nothing."""
+    row = row_from_live(live, partial)
+    if row is not None:
+        store.upsert(row, detail, insert_only=insert_only)
+
+
+def row_from_live(live: Mapping[str, str] | TaskRecord, partial: str | None) -> TaskRow | None:
+    """The SQL row of a live copy (None: a hash with no id or state, its record expired)."""
     if isinstance(live, TaskRecord):
-        record = live
-    elif live.get("id") and live.get("state"):
-        record = TaskRecord.from_hash(live)
-    else:
-        return
-    store.upsert(row_from_record(record, partial), detail, insert_only=insert_only)
+        return row_from_record(live, partial)
+    if live.get("id") and live.get("state"):
+        return row_from_record(TaskRecord.from_hash(live), partial)
+    return None

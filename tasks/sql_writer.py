@@ -22,10 +22,9 @@ from typing import Any
 
 import redis
 
-from taskrecord.mirror import mirror_live, row_from_record
+from taskrecord.mirror import mirror_live, row_from_live
 from taskrecord.record import TaskRecord
 from taskrecord.sql_pending import write_behind, write_failed
-from taskrecord.store.models import TaskRow
 from taskrecord.store.repo import TaskStore
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,10 @@ def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
     copies (`mirror_live`) go in one transaction; if that fails, one by one."""
     if len(jobs) > 1 and all(fn is mirror_live for fn, _, _, _ in jobs):
         try:
-            rows = [_row(*args) for _, args, _, _ in jobs]
+            # args: store, task_id, live, partial, detail (as `mirror_live` takes them)
+            writes = [(row_from_live(args[2], args[3]), args[4]) for _, args, _, _ in jobs]
             store: TaskStore = jobs[0][1][0]
-            store.upsert_many([row for row in rows if row is not None])
+            store.upsert_many([(row, detail) for row, detail in writes if row is not None])
             return [(True, None)] * len(jobs)
         except Exception:  # each job's own outcome below
             log.debug("batched SQL write failed; writing one by one")
@@ -68,23 +68,6 @@ def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
         except Exception as exc:  # handed back to whoever queued it
             out.append((False, exc))
     return out
-
-
-def _row(
-    store: TaskStore,
-    task_id: str,
-    live: Mapping[str, str] | TaskRecord,
-    partial: str | None,
-    detail: str | None,
-) -> tuple[TaskRow, str | None] | None:
-    """What `mirror_live` would write (None: nothing, the record expired)."""
-    if isinstance(live, TaskRecord):
-        record = live
-    elif live.get("id") and live.get("state"):
-        record = TaskRecord.from_hash(live)
-    else:
-        return None
-    return row_from_record(record, partial), detail
 
 
 class _Lane:
