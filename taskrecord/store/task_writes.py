@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from taskrecord.states import TaskState
 from taskrecord.store.models import TaskRow, TransitionRow
-from taskrecord.store.usage import count_success
-
-INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+from taskrecord.store.usage import INSERTS, count_success
 
 
 def _table(model: type[TaskRow] | type[TransitionRow]) -> Table:

@@ -35,7 +35,8 @@ class UsageDayRow(Base):
 
 
 _SUMMED = ("tasks", "prompt_tokens", "completion_tokens", "total_tokens")
-_UPSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# `INSERT ... ON CONFLICT` per supported database (task rows use it too: task_writes).
+INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def count_success(conn: Connection, row: TaskRow) -> None:
@@ -53,12 +54,12 @@ def _add_to_day(dialect: str) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE` adding to the day's sums (built once per dialect)."""
     table = UsageDayRow.__table__
     assert isinstance(table, Table)
-    stmt = _UPSERTS[dialect](table)
+    stmt = INSERTS[dialect](table)
     added = {name: table.c[name] + stmt.excluded[name] for name in _SUMMED}
     return stmt.on_conflict_do_update(index_elements=["tenant", "day"], set_=added)
 
 
-_ADD_TO_DAY = {dialect: _add_to_day(dialect) for dialect in _UPSERTS}
+_ADD_TO_DAY = {dialect: _add_to_day(dialect) for dialect in INSERTS}
 
 
 @dataclass(frozen=True)
