@@ -1,8 +1,9 @@
 """Expected duration of a task, before it runs.
 
 Order of trust: the client's `estimated_seconds`; then what this agent's finished tasks
-took (an exponentially weighted mean kept in Redis, learnt by the workers); then a rough
-guess from the message length.
+took (an exponentially weighted mean kept in Redis, learnt by the script that ends a task
+as succeeded: `finalize.lua`, weight EWMA_WEIGHT); then a rough guess from the message
+length.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from taskrecord import keys
-from taskrecord.live_scripts import ScriptRunner, load_standalone
-
-_LEARN = load_standalone("estimator_learn")
 
 MIN_SAMPLES = 5
 EWMA_WEIGHT = 0.2
@@ -57,9 +55,3 @@ class EstimateCache:
         if mean is not None:
             return Estimate(mean, "learned")
         return Estimate(heuristic_seconds(text_chars), "heuristic")
-
-
-def learn(scripts: ScriptRunner, agent_id: str, duration_seconds: float) -> None:
-    """Called by workers when a task succeeds (with their process's script runner: the
-    script is registered once, not hashed again per call)."""
-    scripts.run(_LEARN, [keys.ESTIMATES], [agent_id, f"{duration_seconds:.3f}", EWMA_WEIGHT])

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from taskrecord import keys, live_scripts
+from taskrecord.estimator import EWMA_WEIGHT
 from taskrecord.live_scripts import ScriptRunner
 from taskrecord.settings import Settings
 from taskrecord.states import TaskState
@@ -168,7 +169,8 @@ class LiveCalls:
         if error is None and state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
             error = {"type": state, "message": reason or state}
         return self._call(live_scripts.FINALIZE, task_id, token, state, dumps(result or {}),
-                          dumps(error or {}), reason, self.result_ttl, only_from)  # fmt: skip
+                          dumps(error or {}), reason, self.result_ttl, only_from,
+                          EWMA_WEIGHT)  # fmt: skip
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str

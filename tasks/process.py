@@ -47,6 +47,13 @@ def close_runtime() -> None:
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
+def _quiet_http_log(**_: Any) -> None:
+    """httpx logs every request at INFO: one line per V1 call beside Celery's own two per
+    task, and its formatting cost on every task. Failures are logged by the task."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
 def _lower_priority(**_: Any) -> None:
     """Take WORKER_NICE before the pool starts. A task's latency is V1's minutes; a submit's
     is milliseconds: where both share cores the gateway (and maintenance) go first, and

@@ -20,7 +20,6 @@ from celery.worker import state as worker_state
 from greenlet import GreenletExit
 
 from taskrecord import keys
-from taskrecord.estimator import learn
 from taskrecord.live import claim_result, text
 from taskrecord.record import TaskRecord
 from taskrecord.states import TaskState
@@ -131,7 +130,6 @@ def _run_claimed(
         # Finish first: it frees the V1 slot and wakes the next task; the breaker can wait.
         finish(runtime, task_id, TaskState.SUCCEEDED, token=token, result=result.as_dict())
         runtime.breaker.record(ok=True)
-        learn_duration(runtime, record)
         return TaskState.SUCCEEDED
     except TaskCancelled as exc:
         _flush_quietly(progress)
@@ -183,11 +181,6 @@ def wait_for_breaker(runtime: WorkerRuntime, task_id: str) -> bool:
         held_until = time.time() + pause + 1.5
         runtime.redis.hset(keys.task_key(task_id), "held_until", f"{held_until:.3f}")
         gevent.sleep(pause + random.uniform(0, 0.5))
-
-
-def learn_duration(runtime: WorkerRuntime, record: TaskRecord) -> None:
-    started = record.attempt_started_at or time.time()
-    learn(runtime.live.scripts, record.agent_id, time.time() - started)
 
 
 def _flush_quietly(progress: ProgressEmitter) -> None:

@@ -58,6 +58,8 @@ class V1Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._token = token
+        # Absolute and parsed once: httpx parses a relative URL and merges it per request.
+        self._chat_url = httpx.URL(base_url.rstrip("/") + "/v1/chat/completions")
         use_native_poll()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -94,9 +96,7 @@ class V1Client:
         headers = {"Authorization": f"Bearer {self._token}", "x-openclaw-agent-id": agent_id}
         result = V1Result()
         try:
-            with self._http.stream(
-                "POST", "/v1/chat/completions", json=body, headers=headers
-            ) as response:
+            with self._http.stream("POST", self._chat_url, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     raise error_for_status(response.status_code, _error_message(response))
                 on_answered()
