@@ -193,7 +193,7 @@ class Settings(ConnectionSettings):
     )
     worker_concurrency: int = Field(50, description="Most tasks per worker process.")
     worker_nice: int = Field(
-        10,
+        19,
         ge=0,
         le=19,
         description="CPU niceness a worker process takes at start: on a machine shared with "
