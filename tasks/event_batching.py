@@ -18,16 +18,12 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.worker.consumer.events import Events
 
+from tasks.gevent_mode import gevent_patched
+
 log = logging.getLogger(__name__)
 
 # How long the first buffered event waits for company: a monitor sees events this late at most.
 FLUSH_DELAY = 0.02
-
-
-def _gevent_patched() -> bool:
-    from gevent import monkey
-
-    return bool(monkey.is_module_patched("socket"))
 
 
 class _DelayedFlush:
@@ -67,7 +63,7 @@ class BatchedTaskEvents(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, c: Any) -> None:
         dispatcher = c.event_dispatcher
-        if c.hub is not None or dispatcher is None or not _gevent_patched():
+        if c.hub is not None or dispatcher is None or not gevent_patched():
             return  # prefork buffers already; a thread or solo pool publishes each event
         self.flusher = _DelayedFlush(dispatcher)
         dispatcher.buffer_group = frozenset({"task"})

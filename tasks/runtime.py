@@ -22,6 +22,7 @@ from taskrecord.settings import Settings
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
 from tasks.conversation import Conversations
+from tasks.gevent_mode import gevent_patched
 from tasks.retry_policy import RetryPolicy
 from tasks.sql_writer import SqlWriter
 from tasks.v1_client import V1Client
@@ -32,16 +33,11 @@ T = TypeVar("T")
 
 def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking C-level I/O (sqlite) on a real thread so the gevent hub keeps going."""
-    try:
-        from gevent import monkey
+    if gevent_patched():
+        import gevent
 
-        if monkey.is_module_patched("socket"):
-            import gevent
-
-            result: T = gevent.get_hub().threadpool.apply(fn, args, kwargs)
-            return result
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        pass
+        result: T = gevent.get_hub().threadpool.apply(fn, args, kwargs)
+        return result
     return fn(*args, **kwargs)
 
 

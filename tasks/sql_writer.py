@@ -26,6 +26,7 @@ from taskrecord.mirror import mirror_live, row_from_live
 from taskrecord.record import TaskRecord
 from taskrecord.sql_pending import write_behind, write_failed
 from taskrecord.store.repo import TaskStore
+from tasks.gevent_mode import gevent_patched
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ LANES = 4
 BEHIND_WINDOW = 0.05
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any, Callable[[BaseException], None] | None]
-
-
-def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return bool(monkey.is_module_patched("socket"))
 
 
 def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
@@ -140,7 +133,7 @@ class SqlWriter:
     process: each statement waits for the GIL behind the event loop)."""
 
     def __init__(self) -> None:
-        self._threaded = _gevent_patched()
+        self._threaded = gevent_patched()
         self._lanes = [_Lane() for _ in range(LANES)] if self._threaded else []
 
     def _lane(self, task_id: Any) -> _Lane:
