@@ -1,9 +1,10 @@
 """Accepting a task: validate -> estimate -> route -> record + enqueue -> 202.
 
-One Redis script records the live task and pushes its Celery message together (see
-`taskrecord.message`), after checking the queue limit: a task is accepted whole or not at all,
-with a single round trip and no blocking call on the event loop. The SQL row is written
-behind (maintenance copies new tasks in batches; the worker upserts it when it starts).
+One Redis script records the live task and pushes its Celery message together (rendered
+here by `taskrecord.message`), after checking the queue limit: a task is accepted whole or
+not at all, with a single round trip and no blocking call on the event loop. The SQL row
+is written behind (maintenance copies new tasks in batches; the worker upserts it when it
+starts).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Two gateway processes on one fresh Valkey, no Celery worker. Gateway A takes an open-loop
 submit load (each accepted submit emits exactly one event, `queued`); gateway B, the one
-measured, takes no request for those tasks. B's CPU is read over each phase and the same
-length of idleness is subtracted (its timers, health checks):
+measured, takes no request for those tasks. B's CPU is read over each phase and its CPU
+while idle over the same time is subtracted (its timers, health checks):
 
 1. no client on B;
 2. --followers WebSocket clients on B, each following one task of its own that was
@@ -12,6 +12,11 @@ length of idleness is subtracted (its timers, health checks):
 Figures: B's CPU per 1000 events of tasks it has no follower for, in each phase, and B's
 CPU per second while idle. Before issue 13 every gateway received (and, once it had any
 follower, parsed) every event; now it subscribes to its followed tasks' channels only.
+Baseline, same run and same events: a process that receives and parses every event
+(`bench/all_events_subscriber.py`, what each gateway did before), measured the same way.
+Idleness is read before and after each phase (--seconds each; their mean is subtracted);
+the gap between the two, over the phase's length, plus two clock ticks (CPU times are read
+in ticks, 10 ms here), per 1000 events, is a figure's noise.
 
     .venv/bin/python -m bench.event_bridge [--quick] [--followers 1000] [--rate 300]
 """
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 import time
 from typing import Any
 
@@ -31,10 +38,13 @@ from bench.api import AUTH, api_client
 from bench.measure import ProcWatch
 from bench.processes import Bench, raise_nofile, stop_system
 from bench.report import Report, log, script_main
+from testbed import ManagedProcess
 from testbed.system import System
 
 NAME = "event_bridge"
 BODY = {"message": "event bridge bench", "estimated_seconds": 5}
+# CPU times come in clock ticks: each of a figure's two readings is off by up to one.
+TICK = 1 / os.sysconf("SC_CLK_TCK")
 LIMITS = {"QUEUE_LIMIT": "1000000", "TENANT_MAX_QUEUED": "1000000", "TENANT_RATE_PER_SECOND": "0"}
 
 
@@ -54,31 +64,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def idle_cpu(watch: ProcWatch, seconds: float) -> float:
-    cpu0 = watch.cpu()
+async def idle_rates(watches: list[ProcWatch], seconds: float) -> list[float]:
+    """Each process's CPU seconds per second over `seconds` of nothing happening."""
+    cpu0 = [w.cpu() for w in watches]
     await asyncio.sleep(seconds)
-    return watch.cpu() - cpu0
+    return [(w.cpu() - c) / seconds for w, c in zip(watches, cpu0, strict=True)]
+
+
+def per_1000_events(cpu_s: float, events: int) -> float | None:
+    return round(1e6 * cpu_s / events, 2) if events else None
 
 
 async def event_phase(
-    url: str, watch: ProcWatch, args: argparse.Namespace, idle_per_s: float
-) -> dict[str, Any]:
-    """Submit load on A (`url`) while B (`watch`) is measured."""
+    url: str, watches: list[ProcWatch], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Submit load on A (`url`) while B and the baseline subscriber (`watches`) are read,
+    between an idle window before and one after: for each process, its CPU over its idle
+    rate (their mean) per 1000 events, and that figure's noise (the two idle rates' gap
+    over the phase, plus two clock ticks)."""
+    before = await idle_rates(watches, args.seconds)
     host, port = url.removeprefix("http://").split(":")
     pool = loadgen.Pool(host, int(port))
     request = loadgen.build_request(host, int(port), "/v1/tasks", BODY, AUTH)
     try:
-        cpu0, start = watch.cpu(), time.monotonic()
+        cpu0, start = [w.cpu() for w in watches], time.monotonic()
         phase = await loadgen.open_loop(pool, request, args.rate, args.seconds, 10.0)
-        cpu = watch.cpu() - cpu0 - idle_per_s * (time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        used = [w.cpu() - c for w, c in zip(watches, cpu0, strict=True)]
     finally:
         pool.close()
-    return {
-        "events": phase.ok,
-        "errors": dict(phase.errors),
-        "cpu_s_over_idle": round(cpu, 4),
-        "cpu_ms_per_1000_events": round(1e6 * cpu / phase.ok, 2) if phase.ok else None,
-    }
+    after = await idle_rates(watches, args.seconds)
+    out = []
+    for cpu, idle0, idle1 in zip(used, before, after, strict=True):
+        over = cpu - (idle0 + idle1) / 2 * elapsed
+        noise = abs(idle0 - idle1) * elapsed + 2 * TICK
+        out.append({
+            "events": phase.ok,
+            "errors": dict(phase.errors),
+            "cpu_s": round(cpu, 4),
+            "idle_cpu_ms_per_s": [round(1000 * idle0, 3), round(1000 * idle1, 3)],
+            "cpu_s_over_idle": round(over, 4),
+            "cpu_ms_per_1000_events": per_1000_events(over, phase.ok),
+            "noise_ms_per_1000_events": per_1000_events(noise, phase.ok),
+        })  # fmt: skip
+    return out
 
 
 async def follow(url: str, task_id: str) -> ClientConnection:
@@ -89,8 +118,10 @@ async def follow(url: str, task_id: str) -> ClientConnection:
     return ws
 
 
-async def scenario(a: System, b: System, args: argparse.Namespace) -> dict[str, Any]:
-    watch = ProcWatch(b.gateway.pid if b.gateway else 0)
+async def scenario(
+    a: System, b: System, subscriber: ManagedProcess, args: argparse.Namespace
+) -> dict[str, Any]:
+    watches = [ProcWatch(b.gateway.pid if b.gateway else 0), ProcWatch(subscriber.pid)]
     async with api_client(a.url, connections=20) as api:  # followed: queued, silent
         ids = [
             str((await api.post("/v1/tasks", json=BODY)).json()["task_id"])
@@ -107,10 +138,8 @@ async def scenario(a: System, b: System, args: argparse.Namespace) -> dict[str, 
     )
     warm_pool.close()
     out: dict[str, Any] = {}
-    idle = await idle_cpu(watch, args.seconds)
-    out["idle_cpu_ms_per_s"] = round(1000 * idle / args.seconds, 3)
-    out["no_followers"] = await event_phase(a.url, watch, args, idle / args.seconds)
-    log(NAME, f"0 followers: {out['no_followers']}")
+    out["no_followers"], out["baseline"] = await event_phase(a.url, watches, args)
+    log(NAME, f"0 followers: {out['no_followers']}; all-events subscriber: {out['baseline']}")
     ws_url = b.url.replace("http://", "ws://") + "/v1/ws"
     sockets: list[ClientConnection] = []
     gate = asyncio.Semaphore(50)
@@ -122,9 +151,7 @@ async def scenario(a: System, b: System, args: argparse.Namespace) -> dict[str, 
     await asyncio.gather(*(one(t) for t in ids))
     try:
         await asyncio.sleep(1.0)  # the catch-ups done
-        idle = await idle_cpu(watch, args.seconds)
-        out["idle_with_followers_cpu_ms_per_s"] = round(1000 * idle / args.seconds, 3)
-        out["followers"] = await event_phase(a.url, watch, args, idle / args.seconds)
+        out["followers"], out["baseline_2"] = await event_phase(a.url, watches, args)
         log(NAME, f"{len(sockets)} followers: {out['followers']}")
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
@@ -139,22 +166,32 @@ def run(args: argparse.Namespace) -> Report:
         a = bench.system("http://127.0.0.1:9", **LIMITS)
         a.start_gateway(ready_path="/healthz")  # no V1 here: /readyz would not pass
         b = System(a.redis_base, a.db, a.v1_url, a.workdir, overrides=dict(a.overrides))
+        subscriber = bench.process(
+            "all-events-subscriber",
+            [sys.executable, "-m", "bench.all_events_subscriber", a.redis_url],
+            ready_log="subscribed",
+        )
         try:
             b.start_gateway(ready_path="/healthz")
-            results = asyncio.run(scenario(a, b, args))
+            results = asyncio.run(scenario(a, b, subscriber, args))
         finally:
             stop_system(b)
     report.details = results
-    none, many = results["no_followers"], results["followers"]
-    report.add("gateway B CPU per 1000 unfollowed events, 0 followers",
-               none["cpu_ms_per_1000_events"], "ms", note=f"{none['events']} events")  # fmt: skip
-    report.add(f"gateway B CPU per 1000 unfollowed events, {args.followers} followers",
-               many["cpu_ms_per_1000_events"], "ms", note=f"{many['events']} events")  # fmt: skip
-    with_followers = results["idle_with_followers_cpu_ms_per_s"]
-    report.add("gateway B idle CPU, 0 / with followers", results["idle_cpu_ms_per_s"], "ms/s",
-               note=f"with followers {with_followers} ms/s")  # fmt: skip
-    report.note("events come from submits to gateway A (one `queued` event each); B's idle "
-                "CPU over the same time is subtracted")  # fmt: skip
+    none, many, base = results["no_followers"], results["followers"], results["baseline"]
+    for label, phase in (("0 followers", none), (f"{args.followers} followers", many)):
+        report.add(f"gateway B CPU per 1000 unfollowed events, {label}",
+                   phase["cpu_ms_per_1000_events"], "ms", baseline=base["cpu_ms_per_1000_events"],
+                   note=f"{phase['events']} events; noise +-{phase['noise_ms_per_1000_events']} "
+                   f"ms")  # fmt: skip
+    idle, idle_followed = none["idle_cpu_ms_per_s"], many["idle_cpu_ms_per_s"]
+    report.add("gateway B idle CPU, 0 followers (before / after its phase)", idle[0], "ms/s",
+               note=f"after {idle[1]} ms/s; with {args.followers} followers "
+               f"{idle_followed[0]} / {idle_followed[1]} ms/s")  # fmt: skip
+    report.note("events come from submits to gateway A (one `queued` event each); each "
+                "process's idle CPU over the same time is subtracted; baseline: one process "
+                "receiving and parsing every event (bench/all_events_subscriber.py: what each "
+                "gateway did before issue 13), same events; noise: the gap between the idle "
+                "rates before and after, over the phase, plus two CPU clock ticks")  # fmt: skip
     return report
 
 

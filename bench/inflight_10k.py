@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import time
 import traceback
+from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,9 +35,11 @@ import redis
 
 from bench import loadgen
 from bench.api import AUTH, live_states, new_tag, wait_all_terminal
+from bench.crash_tools import overlaps
 from bench.measure import ProcWatch, Sampler, describe, mib
 from bench.processes import Bench, pause
 from bench.report import Report, log, script_main
+from taskrecord import keys
 from testbed import System
 from v1sim.process import SimulatorProcess
 
@@ -220,7 +223,9 @@ def scenario(bench: Bench, args: argparse.Namespace, out: dict[str, Any]) -> Non
         wait_loaded(sim, args, t0)
         out["probes_started_after_s"] = round(time.time() - t0, 1)
         out["active_before_probes"] = sim.stats()["active"]
+        p0 = time.time()
         out["probes"] = probes_apart(system.url, args.probes, args.probe_rate)
+        out["probe_window"] = (p0, time.time())
         out["active_after_probes"] = sim.stats()["active"]
         out["valkey_clients_loaded"] = valkey_clients(system.redis_url)
         log(NAME, f"probes {out['probes']['latency_ms']}; V1 active {out['active_after_probes']}")
@@ -235,7 +240,43 @@ def scenario(bench: Bench, args: argparse.Namespace, out: dict[str, Any]) -> Non
         ]
         out["wall_s"] = round(max(finished) - t0, 2) if finished else None
         out["sim_stats"] = sim.stats()
-        out["v1_calls"] = len(sim.requests(tag))
+        records = sim.requests(tag)
+        out["v1_calls"] = len(records)
+        out["extra_calls"] = extra_calls(system.redis_url, ids, records)
+
+
+def extra_calls(redis_url: str, ids: list[str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where V1 calls beyond one per task came from: how the calls ended (HTTP status,
+    client gone), tasks run more than once and why (their `retrying` events' error types),
+    and V1 sessions that had two calls running at the same moment (a duplicate run; only
+    where tasks carry a session)."""
+    ended = Counter(
+        "disconnected" if r.get("disconnected") else str(r.get("status")) for r in records
+    )
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("session"):  # a task without a session_id: V1 sees no session
+            by_session.setdefault(str(record["session"]), []).append(record)
+    attempts = live_states(redis_url, ids, "attempts")
+    rerun = [task_id for task_id, n in attempts.items() if int(n or 0) > 1]
+    client = redis.Redis.from_url(redis_url, socket_timeout=60)
+    reasons: Counter[str] = Counter()
+    try:
+        for task_id in rerun:
+            for _, fields in client.xrange(keys.events_key(task_id)):
+                event = json.loads(fields[b"e"])
+                if event.get("type") == "retrying":
+                    error = event["data"].get("error") or {}
+                    reasons[str(error.get("type"))] += 1
+    finally:
+        client.close()
+    return {
+        "call_endings": dict(ended),
+        "tasks_attempts": dict(Counter(int(n or 0) for n in attempts.values())),
+        "retry_reasons": dict(reasons),
+        "sessions_with_more_than_one_call": sum(1 for c in by_session.values() if len(c) > 1),
+        "overlapping_call_pairs": sum(overlaps(c) for c in by_session.values()),
+    }
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -253,6 +294,12 @@ def run(args: argparse.Namespace) -> Report:
     sampler: Sampler | None = out.pop("sampler", None)
     if sampler is not None:
         out["rss_peak_mib"] = {n: mib(sampler.peak_rss(n)) for n in sampler.series}
+        if "probe_window" in out:
+            # Who had the CPU while the probes ran (where their latency can come from).
+            start, end = out.pop("probe_window")
+            out["cpu_pct_during_probes"] = {
+                n: sampler.cpu_pct_between(n, start, end) for n in sampler.series
+            }
     report.details = out
     log(NAME, str(out))
     add_figures(report, args, out)
@@ -276,6 +323,15 @@ def add_figures(report: Report, args: argparse.Namespace, out: dict[str, Any]) -
         stats.get("peak_active"),
         "runs",
         note=f"capacity {args.tasks}, V1_MAX_CONCURRENCY {args.tasks}, calls {out.get('v1_calls')}",
+    )
+    extra = out.get("extra_calls", {})
+    report.add(
+        "V1 calls beyond one per task",
+        out["v1_calls"] - args.tasks if "v1_calls" in out else None,
+        "calls",
+        note=f"call endings {extra.get('call_endings')}; task attempts "
+        f"{extra.get('tasks_attempts')}; retry reasons {extra.get('retry_reasons')}; "
+        f"overlapping calls of one session {extra.get('overlapping_call_pairs')}",
     )
     peaks = out.get("rss_peak_mib", {})
     workers = {n: v for n, v in peaks.items() if n.startswith("worker")}
@@ -312,6 +368,16 @@ def add_figures(report: Report, args: argparse.Namespace, out: dict[str, Any]) -
         "ms",
         note=f"{loaded}; errors {probe.get('errors')}",
     )
+    cpu = out.get("cpu_pct_during_probes", {})
+    if cpu:
+        worker_cpu = [v for n, v in cpu.items() if n.startswith("worker") and v is not None]
+        others = ", ".join(f"{n} {v}" for n, v in cpu.items() if not n.startswith("worker"))
+        report.add(
+            "CPU while the probes ran, worker processes together",
+            round(sum(worker_cpu), 1),
+            "% of a core",
+            note=f"{others} (% of one core; 2 cores)",
+        )
     burst = out.get("burst", {})
     report.add(
         "submit burst, all tasks",

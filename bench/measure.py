@@ -92,6 +92,15 @@ class Sampler:
     def peak_rss(self, name: str, since: float = 0.0) -> int:
         return max((rss for t, rss, _ in self.series[name] if t >= since), default=0)
 
+    def cpu_pct_between(self, name: str, start: float, end: float) -> float | None:
+        """Mean CPU use (% of one core) between the first sample at or after `start` and the
+        last at or before `end`."""
+        inside = [(t, cpu) for t, _, cpu in self.series[name] if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return round(100 * (c1 - c0) / (t1 - t0), 1)
+
     def peak_cpu_pct(self, name: str, window: float = 1.0) -> float | None:
         """Highest CPU use (% of one core) over any `window` s stretch of the samples."""
         series = self.series[name]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 # supervisord states of a slot that is (or is becoming) a live process.
@@ -59,10 +59,16 @@ def decide(
     states: Mapping[str, str],
     depth: int,
     held: Mapping[str, int],
+    ready: Collection[str] | None = None,
 ) -> Decision:
     """The next step for one pool, and the state updated for it.
 
-    `states` maps slot -> supervisord state name; `held` slot -> tasks it runs now."""
+    `states` maps slot -> supervisord state name; `held` slot -> tasks it runs now;
+    `ready`: the slots whose worker has started (consumes its queue; None: all). Only those
+    are drained: Celery installs its SIGTERM handler (warm shutdown) late in its start, so
+    a worker still starting dies of the signal, and supervisord restarts a process that
+    died unexpectedly; one still starting is drained by a later look, once it is ready (the
+    choice stays the same: no busier process is drained in its place)."""
     live = [slot for slot in config.slots if states.get(slot) in LIVE_STATES]
     # A drained process that exited is a free slot again.
     state.draining.intersection_update(live)
@@ -86,6 +92,6 @@ def decide(
         return Decision(desired, len(serving))
     # Fewest tasks first (drains soonest), then the most recently added slot.
     order = sorted(serving, key=lambda s: (held.get(s, 0), -config.slots.index(s)))
-    drain = tuple(order[: len(serving) - target])
+    drain = tuple(s for s in order[: len(serving) - target] if ready is None or s in ready)
     state.draining.update(drain)
     return Decision(desired, len(serving), drain=drain)

@@ -45,6 +45,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from deploy.autoscale_policy import Decision, PoolConfig, PoolState, decide
 from deploy.programs import autoscaled_pools, worker_node_name, worker_program_name
 from taskrecord import keys
+from taskrecord.advertised import live_consumers
 from taskrecord.live import text
 from taskrecord.redis_client import redis_client
 from taskrecord.settings import Settings, get_settings
@@ -73,6 +74,11 @@ def node_prefixes(config: PoolConfig) -> dict[str, str]:
         worker_node_name(config.queue, slot).split("@", 1)[0] + "@": name
         for slot, name in enumerate(config.slots, start=1)
     }
+
+
+def slot_of(prefixes: dict[str, str], node: str) -> str | None:
+    """The slot of a Celery node name (`short-2@host`), by `node_prefixes`; None: not ours."""
+    return prefixes.get(node.split("@", 1)[0] + "@")
 
 
 def read_load(
@@ -106,11 +112,17 @@ def read_load(
         for task_id in leased:
             pipe.hget(keys.task_key(text(task_id)), "worker")
         for worker in pipe.execute():
-            name = text(worker) if worker is not None else ""
-            slot = prefixes.get(name.split("@", 1)[0] + "@")
+            slot = slot_of(prefixes, text(worker) if worker is not None else "")
             if slot is not None:
                 held[slot] = held.get(slot, 0) + 1
     return depths, held
+
+
+def ready_slots(client: redis.Redis, config: PoolConfig) -> set[str]:
+    """The pool's slots whose worker has started: it advertises consuming the queue."""
+    prefixes = node_prefixes(config)
+    names = live_consumers(client, config.queue)
+    return {slot for name in names if (slot := slot_of(prefixes, name)) is not None}
 
 
 def supervisor(url: str) -> Any:
@@ -145,7 +157,7 @@ class Autoscaler:
         for config in self.configs:
             decision = decide(
                 config, self.states[config.queue], now, self.settings.autoscale_cooldown,
-                states, depths[config.queue], held,
+                states, depths[config.queue], held, ready_slots(self.redis, config),
             )  # fmt: skip
             self._act(config, decision, depths[config.queue], held)
             decisions.append(decision)

@@ -17,7 +17,6 @@ from celery import Celery
 from taskrecord.live import FinalizeResult, LiveStore, finalize_result, script_answer, text
 from taskrecord.message import run_message
 from taskrecord.mirror import record_from_row
-from taskrecord.publish import publish_due
 from taskrecord.routing import choose_tier
 from taskrecord.settings import Settings
 from taskrecord.sql_pending import write_behind
@@ -57,13 +56,13 @@ class TaskControl:
         only_from: str = "",
         detail: str | None = None,
     ) -> FinalizeResult:
-        """End a task (once), publish whoever it was holding back, mirror it to SQL."""
+        """End a task (once), mirror it to SQL. The script itself publishes whoever the
+        task was holding back (the next in line for its V1 slot or conversation)."""
         call = self.live.calls.finalize(
             task_id, state, token=token, result=result, error=error, reason=reason,
             only_from=only_from,
         )  # fmt: skip
         outcome = finalize_result(self.live.run(call))
-        publish_due(self.live, outcome.woken)
         if outcome.ended:
             self._mirror(task_id, detail or reason or None, outcome.detail, outcome.fields)
         return outcome
@@ -77,10 +76,10 @@ class TaskControl:
         queue: str,
         detail: str,
     ) -> bool:
-        """Back to `queued` with a new dispatch number, due for publishing after `delay`."""
+        """Back to `queued` with a new dispatch number, published after `delay` (at once
+        by the script when there is none)."""
         raw = self.live.run(self.live.calls.requeue(task_id, token, delay, error, queue))
         answer = script_answer(raw)
-        publish_due(self.live, answer.woken)
         if int(answer.outcome) < 0:
             return False
         self._mirror(task_id, detail, None, answer.fields)
@@ -89,7 +88,6 @@ class TaskControl:
     def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
         answer = script_answer(self.live.run(self.live.calls.cancel(task_id, reason)))
         outcome = answer.outcome
-        publish_due(self.live, answer.woken)
         if outcome == TaskState.CANCELLED:
             self._mirror(task_id, reason, "", answer.fields)
             return Outcome(True, TaskState.CANCELLED)
@@ -117,7 +115,6 @@ class TaskControl:
         outcome = text(raw[0])
         if outcome != "resumed":
             return Outcome(False, outcome, f"only a paused task can be resumed (it is {outcome})")
-        publish_due(self.live, [task_id] if int(raw[1]) else [])
         self._mirror(task_id, "resumed", "")
         return Outcome(True, TaskState.QUEUED)
 
@@ -129,8 +126,6 @@ class TaskControl:
         if outcome != TaskState.QUEUED:
             return Outcome(False, outcome, "only a failed, cancelled or timed-out task can be "
                            f"retried (it is {outcome})")  # fmt: skip
-        if not recreated:
-            publish_due(self.live, [task_id])
         self._mirror(task_id, reason, "")
         return Outcome(True, TaskState.QUEUED)
 

@@ -1,5 +1,6 @@
-"""Message ids, and Celery's own publish of the run message: the reference that
-`taskrecord.message` (what the scripts push) is checked against in tests/test_message.py."""
+"""Message ids, and Celery's own publish of the run message: the reference that the
+messages we render (`taskrecord.message`, and `run_message` in `taskrecord/lua/prelude.lua`)
+are checked against in tests/test_message.py."""
 
 from __future__ import annotations
 

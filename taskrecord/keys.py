@@ -40,8 +40,8 @@ WEBHOOKS_DUE = f"{PREFIX}:webhooks-due"
 # until when an instance that claimed it is firing it. Bounded by the number of schedules
 # (TENANT_MAX_SCHEDULES per tenant); rebuilt from the SQL store if lost.
 SCHEDULES_DUE = f"{PREFIX}:schedules-due"
-# String per run queue: the last message take_due.lua put at the queue's head (re-runs and
-# woken tasks keep first-come order among themselves); TTL 1 h, one per queue.
+# String per run queue: the last message the scripts put at its head (publish() in
+# prelude.lua: re-runs and woken tasks keep first-come order among themselves); TTL 1 h.
 QUEUE_HEAD_LAST = f"{PREFIX}:queue-head-last:"
 # Hash: paused queues (operators); bounded by the number of queues.
 PAUSED_QUEUES = f"{PREFIX}:paused-queues"
@@ -87,6 +87,18 @@ def session_key(tenant: str, agent_id: str, session_id: str) -> str:
     """Sorted set of the live task ids of one conversation (tenant, agent, session) in
     submission order (TTL refreshed on use). The live scripts derive the same name."""
     return f"{PREFIX}:session:{tenant}:{agent_id}:{session_id}"
+
+
+# How many of a conversation's newest task ids `session_recent_key` keeps.
+SESSION_RECENT = 200
+
+
+def session_recent_key(tenant: str, agent_id: str, session_id: str) -> str:
+    """Sorted set of one conversation's newest task ids, live or ended, by creation time (at
+    most SESSION_RECENT; the TTL of its newest task's record). Written by the create script;
+    a session replay reads it beside SQL, which a task just submitted or just ended may not
+    have reached yet (nor any task while SQL is away)."""
+    return f"{PREFIX}:session-recent:{tenant}:{agent_id}:{session_id}"
 
 
 def conversation_key(tenant: str, agent_id: str, session_id: str) -> str:

@@ -59,7 +59,7 @@ class FinalizeResult:
     ended: bool  # True when this call ended the task
     code: int  # 1 ended, 0 already ended / missing, -1 other attempt owns it, -2 wrong state
     detail: str  # the partial output when ended, else the state found
-    woken: list[str]  # parked tasks now due for publishing
+    woken: list[str]  # parked tasks woken (their messages already pushed)
     fields: dict[str, str]  # the task's hash after the change (empty when nothing changed)
 
 
@@ -126,7 +126,9 @@ class LiveCalls:
         """`quota` None: no tenant limit applies (a manual retry rebuilding a record).
         `if_busy`: what to do when the task's conversation has live tasks ('' or `enqueue`,
         `reject`, `interrupt`, `replace_queued`); `due_at` (unix s): when a scheduled task
-        is due (0: now); its `deadline` should count from then."""
+        is due (0: now); its `deadline` should count from then. `message`: the task's queue
+        message (`taskrecord.message.run_message`), rendered by the caller: a submit's cost
+        stays in the gateway, not in Valkey, which serves every process."""
         quota = quota or TenantQuota(str(fields.get("tenant", "")))
         flat: list[Arg] = []
         for name, value in fields.items():
@@ -200,8 +202,8 @@ class LiveCalls:
         return self._call(live_scripts.RESTORE_ORPHAN, task_id, delivery_tag, dispatch, queue,
                           message)  # fmt: skip
 
-    def take_due(self, task_id: str, queue: str, dispatch: str, message: str) -> ScriptCall:
-        return self._call(live_scripts.TAKE_DUE, task_id, queue, dispatch, message)
+    def take_due(self, task_id: str) -> ScriptCall:
+        return self._call(live_scripts.TAKE_DUE, task_id)
 
     def wake_waiting(self) -> ScriptCall:
         """Per V1 budget, not per task: the task id is a placeholder."""

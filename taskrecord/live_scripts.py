@@ -29,9 +29,12 @@ _FOLDER = resources.files("taskrecord") / "lua"
 
 @cache
 def load(name: str) -> str:
-    """The full source of one script (`claim`, `finalize`, ...): the prelude, then its body."""
-    prelude = (_FOLDER / "prelude.lua").read_text().replace("{{PREFIX}}", keys.PREFIX)
-    return prelude + (_FOLDER / f"{name}.lua").read_text()
+    """The full source of one script (`claim`, `finalize`, ...): the prelude, then its body,
+    with the key prefix and bounds that Python defines filled in."""
+    source = (_FOLDER / "prelude.lua").read_text() + (_FOLDER / f"{name}.lua").read_text()
+    return source.replace("{{PREFIX}}", keys.PREFIX).replace(
+        "{{SESSION_RECENT}}", str(keys.SESSION_RECENT)
+    )
 
 
 @cache

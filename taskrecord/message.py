@@ -3,8 +3,11 @@
 The gateway writes a task's live record and its queue message in one Redis script, so a
 task is accepted with a single round trip and can never be recorded without being queued
 (or queued without being recorded). This module renders the exact JSON that kombu's Redis
-transport stores for `send_task(...)` (Celery task protocol 2); `tests/test_message.py`
-compares it field by field with what Celery itself publishes, so drift is caught.
+transport stores for `send_task(...)` (Celery task protocol 2) for a new task, here in the
+gateway rather than in Valkey, which serves every process. Later dispatches (a task woken
+for a V1 slot, a re-run, a retry) are rendered by the script that publishes them
+(`run_message` in `lua/prelude.lua`). `tests/test_message.py` compares both, field by field,
+with what Celery itself publishes, so drift is caught.
 """
 
 from __future__ import annotations

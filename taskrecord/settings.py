@@ -197,7 +197,8 @@ class Settings(ConnectionSettings):
         ge=0,
         le=19,
         description="CPU niceness a worker process takes at start: on a machine shared with "
-        "the gateway, the gateway's answers come before workers' CPU (0: unchanged).",
+        "the gateway, the gateway's answers come before workers' CPU (0: unchanged). A worker "
+        "leading its own session nices its session's autogroup too.",
     )
     autoscale: bool = Field(True, description="`make run` scales short/long worker processes.")
     autoscale_short_min: int = Field(5, ge=1, description="Fewest `short` worker processes.")

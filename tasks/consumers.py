@@ -131,11 +131,3 @@ class ConsumerRegistry:
 
     def leave(self) -> None:
         self._leave(keys=self._pairs(), args=[self.name])
-
-
-def live_consumers(client: redis.Redis, queue: str) -> list[str]:
-    """Workers advertised as consuming `queue` now (for tests and operators)."""
-    seconds, micros = client.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    names = client.zrangebyscore(keys.consumers_key(queue), f"({now_ms}", "+inf")
-    return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)

@@ -114,10 +114,9 @@ class Maintenance:
                                detail="worker lost").ended  # fmt: skip
             else:
                 error = {"type": "worker_lost", "message": "the worker died before V1 answered"}
+                # No delay: requeue.lua pushes its message at the head of its queue.
                 acted = self.control.requeue(task_id, fence, 0.0, error, queue,
                                              "re-queued after its worker was lost")  # fmt: skip
-                if acted:
-                    publish_due(self.live, [task_id])
             # Two instances may both fence the same lease; only the last fence acts on it.
             if acted:
                 done += 1
@@ -139,9 +138,8 @@ class Maintenance:
 
     def wake_waiting(self) -> int:
         """Tasks waiting for a V1 slot while one is free (a reservation lapsed, a lease ran
-        out): wake and publish them. A slot never idles longer than a round."""
-        woken = [text(v) for v in self.live.run(self.live.calls.wake_waiting())]
-        return publish_due(self.live, woken)
+        out): woken and published by the script. A slot never idles longer than a round."""
+        return len(self.live.run(self.live.calls.wake_waiting()))
 
     def dispatch_due(self) -> int:
         """Publish retries whose delay passed, and tasks whose publisher died before it."""

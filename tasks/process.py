@@ -6,6 +6,7 @@ running tasks) so that neither imports the other.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -62,6 +63,27 @@ def _lower_priority(**_: Any) -> None:
     if wanted > os.getpriority(os.PRIO_PROCESS, 0):
         os.setpriority(os.PRIO_PROCESS, 0, wanted)
         log.info("worker niceness %s", wanted)
+    if wanted > 0 and os.getsid(0) == os.getpid():
+        _nice_own_autogroup(wanted)
+
+
+def _nice_own_autogroup(wanted: int) -> None:
+    """Linux's autogroup scheduling shares the CPU between sessions first and applies a
+    process's niceness only inside its session: a worker started in a session of its own
+    (setsid: a test harness, a process manager that detaches) at nice 19 would still get
+    as much CPU as the gateway's whole session. Such a worker leads its session, so the
+    session's group holds only it (and its pool's children): give the group the niceness
+    too. Best effort: no autogroup (disabled, not Linux, cgroup scheduling) is no error."""
+    try:
+        with open("/proc/self/autogroup") as current:
+            # "/autogroup-85 nice 0"
+            if int(current.read().split()[-1]) >= wanted:
+                return
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(wanted))
+        log.info("worker session's autogroup niceness %s", wanted)
+    except (OSError, ValueError, IndexError):
+        return
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
@@ -69,6 +91,10 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     """Build the runtime as the worker starts, so its supervisor (revokes from the CLI and
     Flower, cancel messages) runs before the first task does."""
     get_runtime(sender.app)
+    # What was imported and built by now lives as long as the process: out of the garbage
+    # collector's full passes, which otherwise walk it all (~100 ms pauses seen mid-run,
+    # holding up every task of the process; the gateway does the same).
+    gc.freeze()
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]

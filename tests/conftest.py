@@ -7,6 +7,7 @@ workers here are real `celery worker -P gevent` processes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -24,6 +25,13 @@ from tests.skip_policy import (  # noqa: F401  (hooks: a skip fails under CI=tru
 from tests.test_v1sim_support import CAPACITY as SIM_CAPACITY
 from tests.test_v1sim_support import TOKEN as SIM_TOKEN
 from v1sim.process import SimulatorProcess
+
+# Workers here run at the niceness of the test run (0), as they always did in effect: each
+# runs in a session of its own, and before workers niced their session's autogroup too
+# (tasks/process.py) WORKER_NICE=19 did not lower them against other sessions. Really
+# niced, they are starved on a loaded CI machine (leases lapse, waits time out) by the
+# suite's other processes. tests/test_worker_priority.py checks WORKER_NICE itself.
+os.environ.setdefault("WORKER_NICE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -84,9 +84,11 @@ def test_a_failing_task_exits_non_zero(system: System) -> None:
 
 def test_get_list_cancel_retry_wait_and_follow_by_id(system: System) -> None:
     session = f"cli-ctl-{tag()}"
-    # A session runs one task at a time: the second stays queued behind the first.
+    # A session runs one task at a time: the second stays queued behind the first. The
+    # blocker would run 200 s (it is cancelled below): the seven commands before that take
+    # ~3 s each on a loaded machine, and a 20 s blocker had ended before it was looked at.
     blocker = openclaw(
-        system, "submit", "block [sim:chunks=400] [sim:chunk_delay=0.05]", "-s", session
+        system, "submit", "block [sim:chunks=4000] [sim:chunk_delay=0.05]", "-s", session
     )
     queued = openclaw(system, "submit", "after [sim:chunks=4]", "-s", session)
     blocker_id, task_id = blocker.stdout.strip(), queued.stdout.strip()
@@ -104,7 +106,7 @@ def test_get_list_cancel_retry_wait_and_follow_by_id(system: System) -> None:
         shown = json_lines(openclaw(system, "get", blocker_id, "--json").stdout)
         return shown[0]["state"] == "running"
 
-    wait_until(blocker_running, 60, 0.2, "the blocker running")
+    wait_until(blocker_running, 120, 0.2, "the blocker running")
     stop = openclaw(system, "cancel", blocker_id)
     # A running task's cancel answers at once; the worker may already have stopped it.
     assert stop.returncode == 0, stop.stderr

@@ -6,8 +6,10 @@ import json
 
 import redis
 
+from taskrecord.store.db import create_store_engine
+from taskrecord.store.repo import TaskStore
 from tests.event_clients import sse_events, ws_connect
-from tests.harness import System, submit, wait_terminal
+from tests.harness import System, submit, wait_for_state, wait_terminal, wait_until
 
 
 def test_results_survive_gateway_restart(system: System) -> None:
@@ -54,3 +56,31 @@ def test_results_outlive_the_redis_cache(system: System, redis_client: redis.Red
     assert retry.status_code == 409
     assert logged[-1]["type"] == "succeeded"
     assert logged[-1]["data"]["result"] == done["result"]
+
+
+def test_sql_history_keeps_every_attempt_of_short_and_long_tasks(system: System) -> None:
+    """A worker holds a task's claim-time SQL copy back briefly (written with the finish
+    when the task ends meanwhile): a long task's row still shows it running, with its
+    attempt, while it runs; a short task's history still has both steps."""
+    store = TaskStore(create_store_engine(f"sqlite:///{system.workdir / 'tasks.db'}"))
+    with system.client() as api:
+        long_id = submit(api, "long [sim:delay=6]")["task_id"]
+        short_id = submit(api, "short [sim:chunks=1]")["task_id"]
+        wait_for_state(api, long_id, "running")
+
+        def history(task_id: str) -> list[tuple[str, str]]:
+            return [(t.state, t.detail or "") for t in store.transitions(task_id)]
+
+        def attempt_in_sql() -> bool:
+            return any(s == "running" and d.startswith("attempt on") for s, d in history(long_id))
+
+        wait_until(attempt_in_sql, 5, 0.1, "the long task's attempt in its SQL history")
+        row = store.get(long_id)
+        assert row is not None and row.state == "running"
+        assert api.get(f"/v1/tasks/{long_id}").json()["state"] == "running"
+        wait_terminal(api, short_id)
+        wait_until(lambda: ("succeeded", "") in history(short_id), 10, 0.1, "short task's end")
+        steps = history(short_id)
+        assert [s for s, d in steps if d.startswith("attempt on")] == ["running"], steps
+        assert wait_terminal(api, long_id)["state"] == "succeeded"
+    store.engine.dispose()

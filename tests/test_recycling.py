@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 from deploy.embedded_valkey import EmbeddedValkey
-from tasks.consumers import live_consumers
+from taskrecord.advertised import live_consumers
 from tests.harness import ManagedProcess, System, new_system, submit, wait_terminal, wait_until
 from v1sim.process import SimulatorProcess
 

@@ -61,7 +61,8 @@ def test_a_woken_task_keeps_the_freed_slot_until_it_claims_it(live: LiveStore) -
     assert claim(live, first) == "claimed"
     assert claim(live, waiting) == "wait_capacity"
     assert succeed(live, first) == [waiting]
-    assert text(live.redis.hget(keys.task_key(waiting), "queue_head")) == "1"
+    # The finishing script pushed the woken task's message (next dispatch) at the head.
+    assert message_ids(live, queue) == [f"{waiting}.2"]
     # A newcomer fetched before the woken task's message cannot take its slot.
     newcomer = new_task(live, queue)
     assert claim(live, newcomer) == "wait_capacity"
@@ -92,26 +93,35 @@ def test_a_lapsed_reservation_is_passed_on_by_wake_waiting(live: LiveStore) -> N
     live.redis.delete(queue)
 
 
+def due(live: LiveStore, task_id: str) -> str:
+    live.redis.zadd(keys.DISPATCH_DUE, {task_id: time.time()})
+    return task_id
+
+
+def message_ids(live: LiveStore, queue: str) -> list[str]:
+    """The queue's message ids, next out first (kombu LPUSHes and BRPOPs: the right end)."""
+    return [json.loads(m)["headers"]["id"] for m in reversed(live.redis.lrange(queue, 0, -1))]
+
+
 def test_reruns_and_woken_tasks_are_published_at_the_head_new_work_at_the_tail(
     live: LiveStore,
 ) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
-    backlog = [new_task(live, queue) for _ in range(3)]
-    rerun = new_task(live, queue, queue_head="1", dispatch="2")
+    backlog = [due(live, new_task(live, queue)) for _ in range(3)]
+    rerun = due(live, new_task(live, queue, queue_head="1", dispatch="2"))
     assert publish_due(live, [*backlog, rerun]) == 4
     # Later re-runs queue behind the earlier ones, all ahead of the backlog.
-    later = [new_task(live, queue, queue_head="1", dispatch="3") for _ in range(2)]
+    later = [due(live, new_task(live, queue, queue_head="1", dispatch="3")) for _ in range(2)]
     assert publish_due(live, [later[0]]) + publish_due(live, [later[1]]) == 2
-    # kombu LPUSHes and BRPOPs: the right end is next out.
-    out = [json.loads(m)["headers"]["id"] for m in reversed(live.redis.lrange(queue, 0, -1))]
-    assert out == [f"{rerun}.2", *(f"{t}.3" for t in later), *backlog]
+    assert message_ids(live, queue) == [f"{rerun}.2", *(f"{t}.3" for t in later), *backlog]
     assert text(live.redis.hget(keys.task_key(rerun), "queue_head")) == ""
+    # Published once: a task no longer due is not pushed again.
+    assert publish_due(live, [rerun, *backlog]) == 0
+    assert live.redis.llen(queue) == 6
     # Once the head has been taken, the next re-run is next out.
     live.redis.rpop(queue, 3)
-    last = new_task(live, queue, queue_head="1", dispatch="2")
+    last = due(live, new_task(live, queue, queue_head="1", dispatch="2"))
     assert publish_due(live, [last]) == 1
-    assert json.loads(live.redis.lindex(queue, -1) or b"{}")["headers"]["id"] == f"{last}.2"
+    assert message_ids(live, queue)[0] == f"{last}.2"
     assert live.redis.ttl(keys.QUEUE_HEAD_LAST + queue) > 0
-    # A message rendered for a stale dispatch is not pushed: it is rendered again.
-    assert live.run(live.calls.take_due(rerun, queue, "1", "{}"))[0] == b"changed"
     live.redis.delete(queue, keys.QUEUE_HEAD_LAST + queue)

@@ -21,6 +21,9 @@ from tests.skip_policy import (  # noqa: F401  (hooks: a skip fails under CI=tru
 from tests_cluster.cluster import Cluster
 from tests_cluster.sentinels import CrossHostSentinels
 
+# Workers at the test run's niceness, as in the main suite (why: tests/conftest.py).
+os.environ.setdefault("WORKER_NICE", "0")
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

@@ -23,7 +23,10 @@ from tests_cluster.observe import (
     wait_all_terminal,
 )
 
-SILENT = "thinks before answering [sim:delay=8]"  # no output for 8 s
+# No output for 20 s: well past the moment the host is picked and killed, even when claiming
+# all 24 tasks is slow (with 8 s, both silent tasks of the picked host once spoke in between,
+# leaving no silent victim to check).
+SILENT = "thinks before answering [sim:delay=20]"
 TALKING = "answers at length [sim:chunks=50] [sim:chunk_delay=0.15]"  # output from the start
 # Recovery: the lease runs out (<= LEASE_SECONDS after the kill), maintenance sees it within a
 # tick, the spare claims the re-published message; the margin covers a loaded 2-core box.

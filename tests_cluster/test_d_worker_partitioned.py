@@ -26,8 +26,11 @@ from tests_cluster.observe import (
     wait_all_terminal,
 )
 
-SILENT = "thinks before answering [sim:delay=8]"
-TALKING = "answers at length [sim:chunks=60] [sim:chunk_delay=0.15]"
+# Long enough to still run when the host is cut: a target host is chosen only once all 20
+# tasks are claimed, which took more than 8 s in a run here (every task had ended 1.2 s
+# after the cut, none was left on the host to test).
+SILENT = "thinks before answering [sim:delay=20]"
+TALKING = "answers at length [sim:chunks=100] [sim:chunk_delay=0.15]"
 FIELDS = ("state", "worker", "attempt_token", "attempts", "finished_at", "result")
 
 
@@ -50,7 +53,7 @@ def test_worker_host_partitioned_then_healed(cluster: Cluster) -> None:
         at_cut = live(rds, list(ids))
         victims = set(running_on(at_cut, name))
         silent = {t for t in victims if at_cut[t]["output_started"] == "0"}
-        ended = wait_all_terminal(client, list(ids), 90)
+        ended = wait_all_terminal(client, list(ids), 120)
         cut_for = time.time() - cut_at
         moved_on = live(rds, list(ids))
         logs = {t: events(rds, t) for t in victims}

@@ -43,7 +43,9 @@ class Feed:
         bridge.add(self.sub)
 
     def follow_task(self, task_id: str, after_seq: int = 0) -> None:
-        self.cursor.last[task_id] = max(after_seq, 0)
+        # Never back over what this feed has sent already: a session's live task offered by
+        # the bridge a moment before a replay names it too is still sent once.
+        self.cursor.last[task_id] = max(after_seq, 0, self.cursor.last.get(task_id, 0))
         self.cursor.ended.discard(task_id)
         self.bridge.watch_task(self.sub, task_id)
         self.sub.queue.put_nowait(CatchUp(task_id))

@@ -26,6 +26,8 @@ from app.api.tasks_read import live_fields
 from app.context import GatewayContext
 from app.deps import bearer_key, tenant_for_key
 from app.schemas import AgentId, SessionId
+from taskrecord import keys
+from taskrecord.live import text
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)
@@ -148,10 +150,8 @@ async def _follow_session(
     feed.bridge.watch_session(feed.sub, agent_id, command.session_id)
     backlog: dict[str, int] = {}
     if command.replay:
-        page = await anyio.to_thread.run_sync(
-            lambda: ctx.store.page(tenant, session_id=command.session_id, limit=200)
-        )
-        backlog = {row.id: 0 for row in reversed(page.rows) if row.agent_id == agent_id}
+        backlog = {task_id: 0 for task_id in await _session_tasks(ctx, tenant, agent_id,
+                                                                  command.session_id)}  # fmt: skip
     backlog.update(command.cursors)
     for task_id, seq in backlog.items():
         if await _owns(ctx, tenant, task_id):
@@ -159,6 +159,22 @@ async def _follow_session(
     await ws.send_json(
         {"type": "subscribed", "session_id": command.session_id, "agent_id": agent_id}
     )
+
+
+async def _session_tasks(
+    ctx: GatewayContext, tenant: str, agent_id: str, session_id: str
+) -> list[str]:
+    """The conversation's tasks, oldest first: the newest ones Redis lists (a task submitted
+    or ended a moment ago may not be in SQL yet), after those only SQL still holds, which
+    are older than all of them (the list keeps the newest, and expires as a whole)."""
+    page = await anyio.to_thread.run_sync(
+        lambda: ctx.store.page(tenant, session_id=session_id, limit=keys.SESSION_RECENT)
+    )
+    raw = await ctx.redis.zrange(keys.session_recent_key(tenant, agent_id, session_id), 0, -1)
+    recent = [text(task_id) for task_id in raw]
+    listed = set(recent)
+    older = [row.id for row in reversed(page.rows) if row.agent_id == agent_id]
+    return [task_id for task_id in older if task_id not in listed] + recent
 
 
 async def _owns(ctx: GatewayContext, tenant: str, task_id: str) -> bool:

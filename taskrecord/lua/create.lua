@@ -19,9 +19,10 @@ local scheduled = due_at > 0
 -- needs the session's name from the fields (the same name session_key() derives).
 local f = {}
 for i = FIELDS, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
-local conv = nil
+local conv, conv_name = nil, nil
 if (f.session_id or '') ~= '' then
-  conv = P .. 'session:' .. (f.tenant or '') .. ':' .. (f.agent_id or '') .. ':' .. f.session_id
+  conv_name = (f.tenant or '') .. ':' .. (f.agent_id or '') .. ':' .. f.session_id
+  conv = P .. 'session:' .. conv_name
 end
 -- The conversation's live tasks that are due (a run scheduled for later is not part of it
 -- yet), oldest first, and those `waiting`: all but the one in progress, its head once
@@ -74,6 +75,14 @@ if sk then
   local order = scheduled and fmt(due_at) or redis.call('HGET', TK, 'created_at')
   redis.call('ZADD', sk, order, TASK_ID)
   extend(sk, live_ttl)
+end
+if conv then
+  -- The conversation's newest tasks, live or ended (keys.session_recent_key): what a
+  -- session replay lists beside SQL, which a new or just-ended task may not have reached.
+  local recent = P .. 'session-recent:' .. conv_name
+  redis.call('ZADD', recent, t, TASK_ID)
+  redis.call('ZREMRANGEBYRANK', recent, 0, -{{SESSION_RECENT}} - 1)  -- keeps the newest
+  extend(recent, live_ttl)
 end
 -- Tasks this one interrupts or replaces: marked here, in the same step as the check, so
 -- none of them can start meanwhile (claim.lua ends a marked task) and a lost gateway still

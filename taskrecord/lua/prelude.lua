@@ -47,15 +47,88 @@ local function emit(etype, data) return emit_for(TK, TASK_ID, etype, data) end
 local function expire_task(ttl)
   for _, k in ipairs({TK, EVENTS, PARTIAL}) do redis.call('EXPIRE', k, ttl) end
 end
--- A parked task gets a new dispatch number and is due for publishing now, at the head
--- of its queue (it has had its turn in the queue already; take_due.lua).
+-- The Celery message of `openclaw.run` for one dispatch of a task, as kombu's Redis
+-- transport stores `send_task(...)` (task protocol 2): rendered here, by the script that
+-- publishes a woken, re-run or retried task, so no publisher round trip sits between a slot
+-- freeing and the next task's message (a new task's comes rendered from the gateway,
+-- taskrecord/message.py). tests/test_message.py compares both with Celery's own.
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local function b64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = string.byte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d = {math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64}
+    out[#out + 1] = B64:sub(d[1] + 1, d[1] + 1) .. B64:sub(d[2] + 1, d[2] + 1) ..
+      (b and B64:sub(d[3] + 1, d[3] + 1) or '=') .. (c and B64:sub(d[4] + 1, d[4] + 1) or '=')
+  end
+  return table.concat(out)
+end
+local function run_message(id, dispatch, queue)
+  local d = tostring(dispatch)
+  -- taskrecord.dispatch.message_id: the first dispatch is the task id itself (so `celery
+  -- control revoke <task id>` works), later ones get a suffix.
+  local mid = dispatch <= 1 and id or (id .. '.' .. d)
+  local null = cjson.null
+  local body = '[[' .. cjson.encode(id) .. ', ' .. cjson.encode(d) .. '], {}, {"callbacks": ' ..
+    'null, "errbacks": null, "chain": null, "chord": null}]'
+  local headers = {
+    lang = 'py', task = 'openclaw.run', id = mid, shadow = null, eta = null, expires = null,
+    group = null, group_index = null, retries = 0, timelimit = {null, null}, root_id = mid,
+    parent_id = null, argsrepr = "['" .. id .. "', '" .. d .. "']",
+    kwargsrepr = '(redacted)', origin = 'openclaw-scripts', ignore_result = true,
+    replaced_task_nesting = 0, stamped_headers = null, stamps = {},
+  }
+  -- The delivery tag names this one message in kombu's `unacked` hash: unique per push.
+  local t = redis.call('TIME')
+  return cjson.encode({
+    body = b64(body), ['content-encoding'] = 'utf-8', ['content-type'] = 'application/json',
+    headers = headers,
+    properties = {
+      correlation_id = mid, reply_to = 'openclaw', delivery_mode = 2, priority = 0,
+      body_encoding = 'base64', delivery_tag = mid .. ':' .. t[1] .. '.' .. t[2],
+      delivery_info = {exchange = '', routing_key = queue},
+    },
+  })
+end
+-- Push a queued task's message for its current queue and dispatch, and it is no longer
+-- due. New work goes to the tail; a task that already ran or was woken (field
+-- `queue_head`: its attempt was cut, a retry's delay ran out, it waited for a V1 slot or
+-- its conversation) to the head, ahead of new work: kombu LPUSHes and BRPOPs, so RPUSH is
+-- next out.
+-- `head`: to the head whatever the field says (a task being woken).
+local function publish(tk, id, head)
+  local r = redis.call('HMGET', tk, 'queue', 'dispatch', 'queue_head')
+  local queue = r[1]
+  local msg = run_message(id, tonumber(r[2] or '1'), queue)
+  redis.call('ZREM', DUE, id)
+  if not head and r[3] ~= '1' then
+    redis.call('LPUSH', queue, msg)
+    return
+  end
+  if r[3] == '1' then redis.call('HSET', tk, 'queue_head', '') end
+  -- First come, first served among the messages at the head: the last one put there is
+  -- remembered and this one goes just behind it. LPOS searches from the right, through
+  -- at most 1,000 messages; when the remembered one is not among them (already taken),
+  -- this one is next out.
+  local last_key = P .. 'queue-head-last:' .. queue
+  local last = redis.call('GET', last_key)
+  local at = last and redis.call('LPOS', queue, last, 'RANK', -1, 'MAXLEN', 1000)
+  local ahead = {}
+  if at then ahead = redis.call('RPOP', queue, redis.call('LLEN', queue) - at) end
+  redis.call('RPUSH', queue, msg)
+  for i = #ahead, 1, -1 do redis.call('RPUSH', queue, ahead[i]) end
+  redis.call('SET', last_key, msg, 'EX', 3600)
+end
+-- A parked task gets a new dispatch number and its message at the head of its queue (it
+-- has had its turn in the queue already), in the same script that freed what it waited for.
 local function wake(id, woken)
   local tk = P .. 'task:' .. id
   local r = redis.call('HMGET', tk, 'state', 'parked')
   if r[1] == 'queued' and r[2] and r[2] ~= '' then
-    redis.call('HSET', tk, 'parked', '', 'queue_head', '1')
+    redis.call('HSET', tk, 'parked', '')
     redis.call('HINCRBY', tk, 'dispatch', 1)
-    redis.call('ZADD', DUE, now(), id)
+    publish(tk, id, true)
     woken[#woken + 1] = id
     return true
   end

@@ -12,7 +12,7 @@ redis.call('HSET', TK, 'state', 'queued', 'parked', '', 'queue_head', '', 'answe
 redis.call('HINCRBY', TK, 'dispatch', 1)
 redis.call('DEL', PARTIAL)
 redis.call('ZADD', DEADLINES, tonumber(ARGV[6]), TASK_ID)
-redis.call('ZADD', DUE, now(), TASK_ID)
+publish(TK, TASK_ID)
 local sk = session_key(TK)
 if sk then
   redis.call('ZADD', sk, redis.call('HGET', TK, 'created_at'), TASK_ID)

@@ -84,6 +84,20 @@ def test_the_least_busy_processes_are_drained_first() -> None:
     assert decision.drain == ("w-2", "w")
 
 
+def test_a_process_still_starting_is_drained_only_once_its_worker_is_ready() -> None:
+    # Celery takes SIGTERM as a warm shutdown only once started; before, the signal kills
+    # it and supervisord restarts it (seen on a loaded machine: the pool never shrank).
+    state = PoolState(last_change=-100.0)
+    running = _running("w", "w-2", "w-3")
+    first = decide(CONFIG, state, 0.0, COOLDOWN, running, 0, {"w": 1}, ready={"w"})
+    assert first.drain == ()  # the two idle ones are still starting; w (busy) stays
+    assert state.draining == set()
+    later = decide(CONFIG, state, 1.0, COOLDOWN, running, 0, {"w": 1}, ready={"w", "w-3"})
+    assert later.drain == ("w-3",)
+    last = decide(CONFIG, state, 2.0, COOLDOWN, running, 0, {"w": 1}, ready={"w", "w-2", "w-3"})
+    assert last.drain == ("w-2",) and state.draining == {"w-2", "w-3"}
+
+
 def test_a_drained_process_that_exited_frees_its_slot_and_min_is_kept() -> None:
     state = PoolState(draining={"w-2"}, last_change=-100.0)
     # w-2 finished draining and exited; w exited too (recycled): below the minimum.

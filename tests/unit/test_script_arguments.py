@@ -23,7 +23,7 @@ BUILT: dict[str, Callable[[], ScriptCall]] = {
     "pause": lambda: CALLS.pause("t1"),
     "resume": lambda: CALLS.resume("t1"),
     "retry": lambda: CALLS.retry("t1", 1000.0, "manual"),
-    "take_due": lambda: CALLS.take_due("t1", "short", "2", "{}"),
+    "take_due": lambda: CALLS.take_due("t1"),
     "restore_orphan": lambda: CALLS.restore_orphan("t1", "tag", "2", "short", "{}"),
 }
 
