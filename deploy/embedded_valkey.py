@@ -38,6 +38,9 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
+STREAM_NODE_MAX_BYTES = 1024
+
+
 @dataclass
 class EmbeddedValkey:
     """One valkey-server process bound to 127.0.0.1."""
@@ -74,6 +77,12 @@ class EmbeddedValkey:
             "yes",
             "--databases",
             "64",
+            # Each task has an event stream, and Valkey allocates a new stream's first node
+            # at this size (default 4096): a queued task's one event took 4.3 KB, more than
+            # its hash, its message and its index entries together. At 1024 it takes 1.3 KB
+            # and a 100-event stream is no larger (tests/test_valkey_settings.py).
+            "--stream-node-max-bytes",
+            str(STREAM_NODE_MAX_BYTES),
         ]
 
     def start(self, timeout: float = 10.0) -> str:

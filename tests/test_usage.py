@@ -193,3 +193,29 @@ def test_a_success_counts_once_on_the_day_it_finished(store: TaskStore) -> None:
         failed.id
     ]
     assert store.recent(tenant=tenant, error_type="v1_timeout") == []
+
+
+def test_one_batch_of_several_successes_of_a_tenant_counts_each_once(store: TaskStore) -> None:
+    """A worker's batch (`upsert_many`, one transaction): several tasks of one tenant
+    succeeding the same day, one of them written twice in the batch and once more in a
+    later batch, and a failure. One multi-row statement may not touch a row twice
+    (PostgreSQL), so the day's sums are added once per (tenant, day)."""
+    tenant = f"u-{uuid.uuid4().hex[:8]}"
+    finished = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+
+    def success(tokens: int) -> TaskRow:
+        usage = {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1}
+        return _row(tenant, "succeeded", finished_at=finished,
+                    result={"content": "ok", "usage": usage})  # fmt: skip
+
+    first, second, third = success(10), success(20), success(30)
+    running = _row(tenant, "running")
+    store.upsert_many([(running, "started"), (first, "finished"), (second, "finished"),
+                       (first, "copied again"), (third, "finished")])  # fmt: skip
+    store.upsert_many([(second, "copied again"), (_row(tenant, "failed"), "failed")])
+    [day] = store.usage.days(tenant, date(2030, 6, 1), date(2030, 6, 1))
+    assert (day.tasks, day.prompt_tokens, day.completion_tokens) == (3, 60, 3)
+    assert day.total_tokens == 63
+    assert [t.detail for t in store.transitions(first.id)] == ["finished", "copied again"]
+    row = store.get(running.id)
+    assert row is not None and row.state == "running"

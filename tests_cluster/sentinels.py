@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from deploy.embedded_valkey import valkey_binary
+from deploy.embedded_valkey import STREAM_NODE_MAX_BYTES, valkey_binary
 from testbed.process import ManagedProcess, wait_until
 from testbed.system import System
 from tests_cluster.cluster import GATEWAYS, MAINTENANCE, SETTINGS, WORKERS, Cluster
@@ -58,8 +58,9 @@ class CrossHostSentinels:
         folder.mkdir(parents=True, exist_ok=True)
         command = [valkey_binary(), "--bind", self.address(host), "--port", str(DATA_PORT),
                    "--dir", str(folder), "--appendonly", "yes", "--appendfsync", "everysec",
-                   "--save", "", "--requirepass", VALKEY_PASSWORD, "--masterauth",
-                   VALKEY_PASSWORD, *flags]  # fmt: skip
+                   "--save", "", "--stream-node-max-bytes", str(STREAM_NODE_MAX_BYTES),
+                   "--requirepass", VALKEY_PASSWORD, "--masterauth", VALKEY_PASSWORD,
+                   *flags]  # fmt: skip
         return self._start(host, f"valkey@{host}", command)
 
     def _sentinel(self, host: str) -> ManagedProcess:

@@ -1,8 +1,10 @@
 """A task row's upsert and its transition, as SQL Core statements on one connection.
 
-`INSERT ... ON CONFLICT` (SQLite and PostgreSQL) instead of the ORM's read-then-write: one
-statement per row, no identity map, no flush, and the compiled statement is cached. This is
-the worker's hottest SQL (a row at claim time and at the finish of every task).
+`INSERT ... ON CONFLICT` (SQLite and PostgreSQL) instead of the ORM's read-then-write: no
+identity map, no flush, and the compiled statement is cached. This is the worker's hottest
+SQL (a row at claim time and at the finish of every task), written in batches: a batch's
+rows go in one multi-row statement (SQLAlchemy's "insertmanyvalues") rather than one
+statement each, which on PostgreSQL is one round trip instead of one per row.
 """
 
 from __future__ import annotations
@@ -70,19 +72,31 @@ _STATEMENTS = {dialect: _Statements.build(dialect) for dialect in INSERTS}
 
 def upsert_row(conn: Connection, row: TaskRow, *, insert_only: bool) -> bool:
     """Insert the row, or update its changing columns. False: nothing was written (an
-    `insert_only` copy found the row there). A row turning `succeeded` counts its usage
-    once: the update of an already succeeded row is skipped (`WHERE`), so of two writers of
-    the same success only one sees its statement return the row."""
-    statements = _STATEMENTS[conn.dialect.name]
-    values = row_values(row)
+    `insert_only` copy found the row there)."""
     if insert_only:
-        return conn.execute(statements.insert_only, values).first() is not None
-    if row.state != TaskState.SUCCEEDED:
-        conn.execute(statements.update, values)
-        return True
-    if conn.execute(statements.first_success, values).first() is not None:
-        count_success(conn, row)
+        statement = _STATEMENTS[conn.dialect.name].insert_only
+        return conn.execute(statement, row_values(row)).first() is not None
+    upsert_rows(conn, [row])
     return True
+
+
+def upsert_rows(conn: Connection, rows: Sequence[TaskRow]) -> None:
+    """Insert or update several rows (distinct tasks): one statement for the unfinished
+    ones, one for the succeeded ones (each a single multi-row `INSERT` where the driver
+    allows). A row turning `succeeded` counts its usage once: the update of an already
+    succeeded row is skipped (`WHERE`), so of two writers of the same success only one sees
+    its statement return the row."""
+    statements = _STATEMENTS[conn.dialect.name]
+    # In id order: each statement takes its row locks in one order, whoever runs it.
+    rows = sorted(rows, key=lambda row: row.id)
+    unfinished = [row_values(row) for row in rows if row.state != TaskState.SUCCEEDED]
+    succeeded = {row.id: row for row in rows if row.state == TaskState.SUCCEEDED}
+    if unfinished:
+        conn.execute(statements.update, unfinished)
+    if succeeded:
+        values = [row_values(row) for row in succeeded.values()]
+        turned = conn.execute(statements.first_success, values).scalars().all()
+        count_success(conn, [succeeded[task_id] for task_id in turned])
 
 
 def add_transitions(conn: Connection, items: Sequence[tuple[TaskRow, str | None]]) -> None:
@@ -101,8 +115,6 @@ def write(conn: Connection, items: Sequence[tuple[TaskRow, str | None]]) -> None
     overwritten in the same commit), and every write keeps its transition."""
     last: dict[str, TaskRow] = {}
     for row, _ in items:
-        last.pop(row.id, None)  # re-inserted: dict order follows each task's last write
         last[row.id] = row
-    for row in last.values():
-        upsert_row(conn, row, insert_only=False)
+    upsert_rows(conn, list(last.values()))
     add_transitions(conn, items)

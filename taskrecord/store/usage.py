@@ -1,14 +1,15 @@
 """V1 token usage per tenant per UTC day, in SQL (see `taskrecord.usage`).
 
-`count_success` runs inside `TaskStore.upsert`'s transaction when a task's row becomes
-`succeeded`: an atomic `INSERT ... ON CONFLICT DO UPDATE` adds the task's tokens to its
-tenant's day, so two workers finishing at once never lose an increment, and a task counts
-exactly once (its row turns `succeeded` once). The rows are small (tenants x days) and are
-kept when finished tasks are deleted after RETENTION_DAYS.
+`count_success` runs inside the transaction that turns tasks' rows `succeeded`: an atomic
+`INSERT ... ON CONFLICT DO UPDATE` adds the tasks' tokens to their tenants' days, so two
+workers finishing at once never lose an increment, and a task counts exactly once (its
+row turns `succeeded` once). The rows are small (tenants x days) and are kept when
+finished tasks are deleted after RETENTION_DAYS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -39,14 +40,22 @@ _SUMMED = ("tasks", "prompt_tokens", "completion_tokens", "total_tokens")
 INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def count_success(conn: Connection, row: TaskRow) -> None:
-    """Add a task that just succeeded to its tenant's day (inside the caller's transaction)."""
-    tokens = tokens_of(row.result)
-    values = {
-        "tenant": row.tenant, "day": utc_day(row.finished_at), "tasks": 1,
-        "prompt_tokens": tokens.prompt, "completion_tokens": tokens.completion,
-        "total_tokens": tokens.total,
-    }  # fmt: skip
+def count_success(conn: Connection, rows: Sequence[TaskRow]) -> None:
+    """Add tasks that just succeeded to their tenants' days (inside the caller's
+    transaction): one statement for the lot, each (tenant, day) once in it, since one
+    multi-row `INSERT ... ON CONFLICT` may not touch a row twice (PostgreSQL)."""
+    sums: dict[tuple[str, date], list[int]] = {}
+    for row in rows:
+        tokens = tokens_of(row.result)
+        day = sums.setdefault((row.tenant, utc_day(row.finished_at)), [0, 0, 0, 0])
+        for i, added in enumerate((1, tokens.prompt, tokens.completion, tokens.total)):
+            day[i] += added
+    if not sums:
+        return
+    values = [
+        {"tenant": tenant, "day": day, **dict(zip(_SUMMED, added, strict=True))}
+        for (tenant, day), added in sums.items()
+    ]
     conn.execute(_ADD_TO_DAY[conn.dialect.name], values)
 
 
