@@ -1,8 +1,8 @@
 """The embedded Valkey's settings hold what the product needs: every task has an event
 stream, and Valkey allocates a new stream's first node at `stream-node-max-bytes` (4096 by
 default). With the default a queued task's one `queued` event cost 4.3 KB, more than its
-hash, its Celery message and its index entries together (issue 13: memory, AOF size and
-AOF rewrites of a busy system); at 1024 it costs 1.3 KB and a long stream is no larger."""
+hash, its Celery message and its index entries together (issue 13: memory, and the
+dataset each AOF rewrite writes out); at 1024 it costs 1.3 KB and a long stream is no larger."""
 
 from __future__ import annotations
 
