@@ -145,11 +145,17 @@ class Autoscaler:
         # A full cooldown window after start before any drain: no decision on one sample.
         self.states = {c.queue: PoolState(last_change=started) for c in self.configs}
         self.stopping = False
+        self.rpc_names: dict[str, str] = {}
 
     def round(self) -> list[Decision]:
-        states = {
-            str(info["name"]): str(info["statename"])
-            for info in self.rpc.supervisor.getAllProcessInfo()
+        infos = self.rpc.supervisor.getAllProcessInfo()
+        states = {str(info["name"]): str(info["statename"]) for info in infos}
+        # supervisord's calls name a process in a group (the workers') as "group:name".
+        self.rpc_names = {
+            str(info["name"]): f"{info['group']}:{info['name']}"
+            if info["group"] != info["name"]
+            else str(info["name"])
+            for info in infos
         }
         depths, held = read_load(self.redis, self.configs)
         now = time.monotonic()
@@ -177,7 +183,7 @@ class Autoscaler:
         )  # fmt: skip
         for name in decision.start:
             try:
-                self.rpc.supervisor.startProcess(name, False)
+                self.rpc.supervisor.startProcess(self.rpc_names.get(name, name), False)
                 log.info("%s: started %s", config.queue, name)
             except xmlrpc.client.Fault as exc:  # e.g. it is already starting: next look
                 log.warning("%s: could not start %s: %s", config.queue, name, exc.faultString)
@@ -185,7 +191,7 @@ class Autoscaler:
             try:
                 # SIGTERM only (Celery's warm shutdown), never supervisord's stopProcess,
                 # which kills whatever still runs after stopwaitsecs.
-                self.rpc.supervisor.signalProcess(name, "TERM")
+                self.rpc.supervisor.signalProcess(self.rpc_names.get(name, name), "TERM")
                 log.info("%s: draining %s (finishing %d running tasks)",
                          config.queue, name, held.get(name, 0))  # fmt: skip
             except xmlrpc.client.Fault as exc:  # it exited meanwhile: nothing to drain

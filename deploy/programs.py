@@ -46,6 +46,10 @@ class Program:
     autostart: bool = True
     # supervisord's autorestart: "true", or "unexpected" (not after a clean exit, code 0).
     autorestart: str = "true"
+    # supervisord group ("" none). supervisord stops one group at a time, waiting for each
+    # to end: the workers share one, so a shutdown warm-stops them all at once instead of
+    # one after another (an idle worker takes 1-9 s; 11 of them in turn took 41 s).
+    group: str = ""
 
 
 # Seed lifetimes: short-task workers recycle after 5 min, long-task ones after 1 h.
@@ -56,6 +60,7 @@ WORKER_LIFETIMES = {"priority": 300, "short": 300, "long": 3600}
 WORKER_SLOTS = (1, 2)
 LIFETIME_SPREAD = {1: 1.0, 2: 1.5}
 AUTOSCALER = "autoscaler"
+WORKERS_GROUP = "workers"
 
 
 def autoscaled_pools(settings: Settings) -> dict[str, tuple[int, int]]:
@@ -176,6 +181,7 @@ def _worker_program(settings: Settings, python: str, queue: str, slot: int) -> P
         _PRIORITY["worker"],
         stopwaitsecs=30,
         environment=(("WORKER_MAX_LIFETIME", str(lifetime)),),
+        group=WORKERS_GROUP,
     )
 
 

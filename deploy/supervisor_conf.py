@@ -53,7 +53,24 @@ def render_supervisord_conf(
         _section("supervisorctl", {"serverurl": f"unix://{socket}"}),
     ]
     sections.extend(_program_section(program, layout) for program in programs)
+    sections.extend(_group_sections(programs))
     return "\n".join(sections)
+
+
+def _group_sections(programs: Sequence[Program]) -> list[str]:
+    """One `[group:...]` per group, in first-member order; it starts and stops with its
+    first member's priority (supervisord orders groups, not the programs in them)."""
+    members: dict[str, list[Program]] = {}
+    for program in programs:
+        if program.group:
+            members.setdefault(program.group, []).append(program)
+    return [
+        _section(
+            f"group:{group}",
+            {"programs": ",".join(p.name for p in found), "priority": str(found[0].priority)},
+        )
+        for group, found in members.items()
+    ]
 
 
 def _program_section(program: Program, layout: Layout) -> str:

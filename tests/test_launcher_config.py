@@ -14,7 +14,7 @@ from deploy.banner import READY_LINE, ready_banner, redact_url
 from deploy.embedded_valkey import free_port
 from deploy.endpoints import Endpoints, embedded_valkey_port, port_conflicts
 from deploy.layout import Layout
-from deploy.programs import QUEUES, secret_environment, shared_environment
+from deploy.programs import QUEUES, WORKERS_GROUP, secret_environment, shared_environment
 from taskrecord.settings import get_settings
 from tests.launcher_helpers import (
     APP_PROGRAMS,
@@ -58,6 +58,22 @@ def test_config_starts_valkey_and_simulator_first_and_gateway_after_workers(
     priority = {name: int(section["priority"]) for name, section in programs.items()}
     assert priority["valkey"] < priority["v1sim"] < priority["worker-short"]
     assert priority["worker-long"] < priority["gateway"] < priority["flower"]
+
+
+def test_every_worker_and_only_workers_share_one_group_that_stops_together(
+    tmp_path: Path,
+) -> None:
+    """supervisord stops one group at a time and waits for it: the workers (the fixed ones
+    and every autoscaled slot) are one group, so a shutdown warm-stops them in parallel."""
+    parser = _parse(_render(_settings(), tmp_path)[0])
+    programs = _programs(parser)
+    workers = sorted(name for name in programs if name.startswith("worker-"))
+    assert len(workers) > 2
+    group = parser[f"group:{WORKERS_GROUP}"]
+    assert sorted(group["programs"].split(",")) == workers
+    assert group["priority"] == programs["worker-short"]["priority"]
+    groups = [name for name in parser.sections() if name.startswith("group:")]
+    assert groups == [f"group:{WORKERS_GROUP}"]
 
 
 def test_config_keeps_secrets_off_command_lines_and_out_of_the_file(tmp_path: Path) -> None:
@@ -135,10 +151,12 @@ def test_config_is_accepted_by_supervisord_itself(tmp_path: Path) -> None:
     layout.conf_file.write_text(text)
     options = ServerOptions()
     options.realize(args=["-c", str(layout.conf_file)])
-    names = {group.name for group in options.process_group_configs}
-    assert names == APP_PROGRAMS | {"valkey", "v1sim"}
-    worker = next(g for g in options.process_group_configs if g.name == "worker-short")
-    assert "short@%h" in worker.process_configs[0].command
+    groups = {group.name: group for group in options.process_group_configs}
+    processes = {p.name for group in groups.values() for p in group.process_configs}
+    assert processes == APP_PROGRAMS | {"valkey", "v1sim"}
+    workers = {p.name: p for p in groups[WORKERS_GROUP].process_configs}
+    assert set(workers) == {name for name in APP_PROGRAMS if name.startswith("worker-")}
+    assert "short@%h" in workers["worker-short"].command
 
 
 def test_database_follows_var_dir_unless_database_url_is_set(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from deploy.banner import READY_LINE
 from deploy.embedded_valkey import free_port
+from deploy.programs import WORKERS_GROUP
 from taskrecord.settings import Settings
 from tests.launcher_helpers import (
     APP_PROGRAMS,
@@ -63,7 +64,9 @@ class Launch:
         return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
 
     def pid_of(self, program: str) -> int:
-        text = self.ctl("pid", program).strip()
+        # supervisorctl names a program of a group (the workers') "group:name".
+        name = f"{WORKERS_GROUP}:{program}" if program.startswith("worker-") else program
+        text = self.ctl("pid", name).strip()
         return int(text) if text.isdigit() else 0
 
 
