@@ -160,7 +160,12 @@ def plan_programs(
 
 
 def _worker_program(settings: Settings, python: str, queue: str, slot: int) -> Program:
+    # Niced from its exec, not only once Celery's worker_init runs (tasks/process.py): the
+    # 1-2 s of CPU its imports take, as the autoscaler starts several during a burst of
+    # submits, already come after the gateway's.
+    niced = ("nice", "-n", str(settings.worker_nice)) if settings.worker_nice else ()
     command = (
+        *niced,
         python, "-m", "celery", "-A", "tasks", "worker",
         "-P", "gevent",
         "-Q", queue,

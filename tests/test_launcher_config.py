@@ -76,6 +76,18 @@ def test_every_worker_and_only_workers_share_one_group_that_stops_together(
     assert groups == [f"group:{WORKERS_GROUP}"]
 
 
+def test_workers_start_niced_and_nothing_else_does(tmp_path: Path) -> None:
+    programs = _programs(_parse(_render(_settings(worker_nice=19), tmp_path / "a")[0]))
+    for name, program in programs.items():
+        argv = shlex.split(program["command"])
+        if name.startswith("worker-"):
+            assert argv[:3] == ["nice", "-n", "19"] and argv[4:6] == ["-m", "celery"]
+        else:
+            assert argv[0] != "nice", name
+    unniced = _programs(_parse(_render(_settings(worker_nice=0), tmp_path / "b")[0]))
+    assert shlex.split(unniced["worker-short"]["command"])[1:3] == ["-m", "celery"]
+
+
 def test_config_keeps_secrets_off_command_lines_and_out_of_the_file(tmp_path: Path) -> None:
     settings = _settings(api_keys={"api-key-secret": "tenant"})
     text, _, _ = _render(settings, tmp_path)
