@@ -153,9 +153,10 @@ class LiveCalls:
              *(token for _task_id, token in tasks)],
         )  # fmt: skip
 
-    def progress(self, task_id: str, token: str, delta: str) -> ScriptCall:
+    def progress(self, task_id: str, token: str, delta: str, sent: int = 0) -> ScriptCall:
+        """`sent`: bytes (UTF-8) of this attempt's output already appended before `delta`."""
         return self._call(live_scripts.PROGRESS, task_id, token, delta,
-                          dumps({"delta": delta}), self.live_ttl)  # fmt: skip
+                          dumps({"delta": delta}), self.live_ttl, sent)  # fmt: skip
 
     def finalize(
         self,

@@ -3,6 +3,11 @@
 V1 may stream hundreds of tiny deltas a second; one event per `interval` at most keeps the
 event log, pub/sub and every client's socket proportional to time, not to tokens. Nothing
 is dropped: deltas are concatenated, so the events still add up to the final text.
+
+Redis away for a moment (a Sentinel failover, a cut link) does not end the run: the text
+waits and goes out with the next flush, sent with the count of what already landed so a
+delta whose answer was lost is not appended twice. Whether this attempt still owns the
+task once Redis answers again is the lease renewer's to find out (tasks/watchers.py).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import redis
 from gevent.lock import Semaphore
 
 from taskrecord.live import LiveStore
@@ -33,6 +39,8 @@ class ProgressEmitter:
         self.interval = interval
         self.on_lost = on_lost
         self._buffer: list[str] = []
+        self._sent = 0  # bytes of output appended to the task's partial by this attempt
+        self._retrying = False  # the last flush found Redis away
         self._last_emit = 0.0
         self._timer: Any = None
         self._closed = False
@@ -40,7 +48,9 @@ class ProgressEmitter:
 
     def add(self, delta: str) -> None:
         self._buffer.append(delta)
-        if time.monotonic() - self._last_emit >= self.interval:
+        # While Redis does not answer, only the timer tries again: V1's stream keeps being
+        # read instead of waiting out a socket timeout per delta.
+        if not self._retrying and time.monotonic() - self._last_emit >= self.interval:
             self.flush()
         elif self._timer is None:
             # Deltas may pause right after this one: make sure it goes out on time anyway.
@@ -63,8 +73,19 @@ class ProgressEmitter:
             text = "".join(self._buffer)
             self._buffer.clear()
             self._last_emit = time.monotonic()
-            if self.live.run(self.live.calls.progress(self.task_id, self.token, text)) == -1:
+            call = self.live.calls.progress(self.task_id, self.token, text, self._sent)
+            try:
+                answer = self.live.run(call)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._buffer.insert(0, text)  # again with the next flush
+                self._retrying = True
+                if self._timer is None and not self._closed:
+                    self._timer = gevent.spawn_later(self.interval, self._timed_flush)
+                return
+            self._retrying = False
+            if answer == -1:
                 raise LeaseLost("another attempt owns this task")
+            self._sent += len(text.encode())
 
     def close(self) -> None:
         self._closed = True
