@@ -38,7 +38,10 @@ def test_worker_host_partitioned_then_healed(cluster: Cluster) -> None:
     sim = cluster.sim
     assert sim is not None
     tags = new_tags("s2", 20)
-    kinds = {tag: (SILENT if i % 2 == 0 else TALKING) for i, tag in enumerate(tags)}
+    # Every third one talks: the two short hosts often take the burst's messages in turn,
+    # and with every other one talking one host got all the silent tasks and the other all
+    # the talking ones (a run here: no host ran both, nothing to test).
+    kinds = {tag: (TALKING if i % 3 == 0 else SILENT) for i, tag in enumerate(tags)}
     rds = cluster.redis()
     with api(cluster.gateway_url("gw-a")) as client:
         ids = {submit(client, kinds[tag], tag): tag for tag in tags}
