@@ -11,7 +11,8 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import redis
@@ -20,8 +21,9 @@ from celery.worker import state as worker_state
 from greenlet import GreenletExit
 
 from taskrecord import keys
-from taskrecord.live import claim_result, text
+from taskrecord.live import ClaimResult, FinalizeResult, claim_result, text
 from taskrecord.record import TaskRecord
+from taskrecord.sql_pending import remember
 from taskrecord.states import TaskState
 from tasks.errors import (
     LeaseLost,
@@ -40,12 +42,14 @@ from tasks.runtime import WorkerRuntime
 from tasks.supervision import RunningTask
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Failures that say V1 itself is unwell (they count towards opening the breaker).
 BREAKER_FAILURES = (V1Unreachable, V1ServerError, V1Timeout, V1RateLimited, V1StreamError)
 
-# How long a fetched task waits for an unreachable Redis before its claim gives up.
-CLAIM_RETRY_SECONDS = 60.0
+# How long a claim or a finish waits for an unreachable Redis (a restart, a Sentinel
+# failover) before it gives up.
+REDIS_WAIT_SECONDS = 60.0
 
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
@@ -66,23 +70,19 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
     token = uuid.uuid4().hex
     live = runtime.live
     call = live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
-    deadline, pause = time.monotonic() + CLAIM_RETRY_SECONDS, 0.2
-    while True:
-        # This message is the task's only one: if Redis is away (a restart) when it is
-        # claimed, wait for Redis rather than let the message be acked with nothing done.
-        # A claim that ran but whose answer was lost answers `duplicate` when asked again;
-        # its lease then runs out and maintenance re-queues the task (no output yet).
-        try:
-            if not wait_for_breaker(runtime, task_id):
-                return "not_queued"
-            claim = claim_result(live.run(call))
-            break
-        except (redis.ConnectionError, redis.TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            log.warning("task %s: Redis unreachable at claim; trying again", task_id)
-            gevent.sleep(pause)
-            pause = min(pause * 2, 2.0)
+
+    def claim_once() -> ClaimResult | None:
+        if not wait_for_breaker(runtime, task_id):
+            return None
+        return claim_result(live.run(call))
+
+    # This message is the task's only one: if Redis is away (a restart) when it is claimed,
+    # wait for Redis rather than let the message be acked with nothing done. A claim that
+    # ran but whose answer was lost answers `duplicate` when asked again; its lease then
+    # runs out and maintenance re-queues the task (no output yet).
+    claim = _waiting_out_redis(task_id, "claim", claim_once)
+    if claim is None:
+        return "not_queued"
     if claim.outcome == "lost_after_output":
         finish(
             runtime, task_id, TaskState.FAILED, error=WORKER_LOST_AFTER_OUTPUT, detail="worker lost"
@@ -227,9 +227,36 @@ def finish(
     reason: str = "",
     detail: str | None = None,
 ) -> bool:
-    outcome = runtime.control.finish(task_id, state, token=token, result=result, error=error,
-                                     reason=reason, detail=detail)  # fmt: skip
+    tries = 0
+
+    def finish_once() -> FinalizeResult:
+        nonlocal tries
+        tries += 1
+        return runtime.control.finish(task_id, state, token=token, result=result,
+                                      error=error, reason=reason, detail=detail)  # fmt: skip
+
+    # The run's end is in hand: wait for Redis rather than lose it to a failover. Its lease
+    # may run out meanwhile; then the script refuses this end and maintenance's stands.
+    outcome = _waiting_out_redis(task_id, "finish", finish_once)
+    if tries > 1 and outcome.code == 0 and outcome.detail == state:
+        # An earlier try ended it and only its answer was lost, so no SQL copy was made
+        # here: maintenance copies the live record (taskrecord.sql_pending).
+        remember(runtime.redis, task_id)
     return outcome.ended
+
+
+def _waiting_out_redis(task_id: str, what: str, call: Callable[[], T]) -> T:
+    """`call()`, made again while Redis does not answer, for up to REDIS_WAIT_SECONDS."""
+    deadline, pause = time.monotonic() + REDIS_WAIT_SECONDS, 0.2
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("task %s: Redis unreachable at %s; trying again", task_id, what)
+            gevent.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def requeue(
