@@ -150,13 +150,8 @@ class Autoscaler:
     def round(self) -> list[Decision]:
         infos = self.rpc.supervisor.getAllProcessInfo()
         states = {str(info["name"]): str(info["statename"]) for info in infos}
-        # supervisord's calls name a process in a group (the workers') as "group:name".
-        self.rpc_names = {
-            str(info["name"]): f"{info['group']}:{info['name']}"
-            if info["group"] != info["name"]
-            else str(info["name"])
-            for info in infos
-        }
+        # supervisord's calls name a process "group:name" (the workers share one group).
+        self.rpc_names = {str(info["name"]): f"{info['group']}:{info['name']}" for info in infos}
         depths, held = read_load(self.redis, self.configs)
         now = time.monotonic()
         decisions = []
