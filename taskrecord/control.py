@@ -8,15 +8,16 @@ thread pool rather than blocking their event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from celery import Celery
 
 from taskrecord.live import FinalizeResult, LiveStore, finalize_result, script_answer, text
 from taskrecord.message import run_message
 from taskrecord.mirror import record_from_row
+from taskrecord.record import TaskRecord
 from taskrecord.routing import choose_tier
 from taskrecord.settings import Settings
 from taskrecord.sql_pending import write_behind
@@ -32,8 +33,19 @@ class Outcome:
     message: str = ""
 
 
-def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(*args)
+class SqlCopier(Protocol):
+    """Copies tasks to SQL without waiting for the write (a worker's `SqlWriter`)."""
+
+    grace: float  # how long an end's copy may take before maintenance makes it instead
+
+    def copy(
+        self,
+        task_id: str,
+        live: Mapping[str, str] | TaskRecord,
+        partial: str | None,
+        detail: str | None,
+        pending: float | None,
+    ) -> None: ...
 
 
 @dataclass
@@ -42,7 +54,8 @@ class TaskControl:
     live: LiveStore
     store: TaskStore
     celery: Celery
-    sql: Callable[..., Any] = field(default=_run_here)  # how SQL writes are run
+    # None: each SQL copy is written in place (and waited for) by the caller.
+    copier: SqlCopier | None = None
 
     def finish(
         self,
@@ -58,13 +71,16 @@ class TaskControl:
     ) -> FinalizeResult:
         """End a task (once), mirror it to SQL. The script itself publishes whoever the
         task was holding back (the next in line for its V1 slot or conversation)."""
+        # A copy not waited for is owed from the end's own script on: a crash before it
+        # lands leaves the task in SQL_PENDING, for maintenance once `due`.
+        due = time.time() + self.copier.grace if self.copier is not None else None
         call = self.live.calls.finalize(
             task_id, state, token=token, result=result, error=error, reason=reason,
-            only_from=only_from,
+            only_from=only_from, sql_due=due,
         )  # fmt: skip
         outcome = finalize_result(self.live.run(call))
         if outcome.ended:
-            self._mirror(task_id, detail or reason or None, outcome.detail, outcome.fields)
+            self._mirror(task_id, detail or reason or None, outcome.detail, outcome.fields, due)
         return outcome
 
     def requeue(
@@ -156,8 +172,13 @@ class TaskControl:
         detail: str | None,
         partial: str | None,
         fields: dict[str, str] | None = None,
+        pending: float | None = None,
     ) -> None:
         """Copy the record to SQL: from the script's answer when it carried the hash.
-        Best-effort: a failed write is left to maintenance (`taskrecord.sql_pending`)."""
+        Best-effort: a failed write is left to maintenance (`taskrecord.sql_pending`).
+        `pending`: the task's score in SQL_PENDING, dropped once the copy lands."""
         record = fields if fields else self.live.get(task_id)
-        write_behind(self.live.redis, self.store, task_id, record, partial, detail, self.sql)
+        if self.copier is not None:
+            self.copier.copy(task_id, record, partial, detail, pending)
+        else:
+            write_behind(self.live.redis, self.store, task_id, record, partial, detail)

@@ -26,8 +26,10 @@ DISPATCH_DUE = f"{PREFIX}:dispatch-due"
 # submit path writes Redis only; maintenance copies them in batches). Bounded by the
 # number of tasks submitted since the last copy.
 UNPERSISTED = f"{PREFIX}:unpersisted"
-# Sorted set task_id -> when its last SQL write failed (unix s): the SQL store is written
-# behind the live record, best-effort; maintenance copies each task's CURRENT live hash
+# Sorted set task_id -> when its SQL copy is due (unix s): at once after a failed write,
+# or a grace period after an end whose copy a worker makes without waiting (its script
+# adds the entry, the worker drops it once the copy landed). The SQL store is written
+# behind the live record, best-effort; maintenance copies each due task's CURRENT live hash
 # into SQL until a copy sticks (`taskrecord.sql_pending`). An entry whose live record is
 # gone is dropped, so it is bounded by the number of live tasks.
 SQL_PENDING = f"{PREFIX}:sql-pending"

@@ -168,12 +168,16 @@ class LiveCalls:
         error: Mapping[str, Any] | None = None,
         reason: str = "",
         only_from: str = "",
+        sql_due: float | None = None,
     ) -> ScriptCall:
+        """`sql_due`: the caller copies the end to SQL without waiting; until that copy
+        lands the task stays in SQL_PENDING, due then (finalize.lua)."""
         if error is None and state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
             error = {"type": state, "message": reason or state}
+        due = "" if sql_due is None else f"{sql_due:.6f}"
         return self._call(live_scripts.FINALIZE, task_id, token, state, dumps(result or {}),
                           dumps(error or {}), reason, self.result_ttl, only_from,
-                          EWMA_WEIGHT)  # fmt: skip
+                          EWMA_WEIGHT, due)  # fmt: skip
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str

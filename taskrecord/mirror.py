@@ -8,7 +8,7 @@ from typing import Any
 from taskrecord.live import dumps
 from taskrecord.record import TaskRecord
 from taskrecord.states import TaskState
-from taskrecord.store.models import TaskRow
+from taskrecord.store.models import AnyTaskRow, TaskValues
 from taskrecord.store.repo import TaskStore, aware, utc
 
 
@@ -27,7 +27,7 @@ def sql_fields(record: TaskRecord, partial: str | None = None) -> dict[str, Any]
     return fields
 
 
-def record_from_row(row: TaskRow, tier: str) -> TaskRecord:
+def record_from_row(row: AnyTaskRow, tier: str) -> TaskRecord:
     """Rebuild a live record from the SQL row (its Redis copy expired): for manual retry."""
     created = aware(row.created_at)
     return TaskRecord(
@@ -52,10 +52,10 @@ def record_from_row(row: TaskRow, tier: str) -> TaskRecord:
     )
 
 
-def row_from_record(record: TaskRecord, partial: str | None) -> TaskRow:
+def row_from_record(record: TaskRecord, partial: str | None) -> TaskValues:
     created = utc(record.created_at)
     assert created is not None
-    return TaskRow(
+    return TaskValues(
         id=record.id,
         tenant=record.tenant,
         state=record.state.value,
@@ -96,7 +96,9 @@ def mirror_live(
         store.upsert(row, detail, insert_only=insert_only)
 
 
-def row_from_live(live: Mapping[str, str] | TaskRecord, partial: str | None) -> TaskRow | None:
+def row_from_live(
+    live: Mapping[str, str] | TaskRecord, partial: str | None
+) -> TaskValues | None:
     """The SQL row of a live copy (None: a hash with no id or state, its record expired)."""
     if isinstance(live, TaskRecord):
         return row_from_record(live, partial)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import redis
 
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 _COPIED = ("state", "queue", "attempts", "started_at", "finished_at", "result", "error")
 
 
-def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(*args)
-
-
 def remember(client: redis.Redis, task_id: str) -> None:
     client.zadd(keys.SQL_PENDING, {task_id: time.time()})
 
@@ -45,11 +41,10 @@ def write_behind(
     live: Mapping[str, str] | TaskRecord,
     partial: str | None,
     detail: str | None,
-    sql: Callable[..., Any] = _run_here,
 ) -> bool:
     """Mirror the task to SQL; on failure remember it for maintenance. False: not written."""
     try:
-        sql(mirror_live, store, task_id, live, partial, detail)
+        mirror_live(store, task_id, live, partial, detail)
         return True
     except Exception as exc:  # any SQL trouble: the live record stays the truth
         write_failed(client, task_id, exc)
@@ -63,12 +58,27 @@ def write_failed(client: redis.Redis, task_id: str, exc: BaseException) -> None:
     remember(client, task_id)
 
 
+def forget_copied(live: LiveStore, copied: Sequence[tuple[str, float]]) -> None:
+    """These tasks' copies landed: drop their entries (those still at the score given;
+    one that failed again since stays). Redis away: the entries stay, and maintenance
+    copies those tasks once more (the same rows again: harmless)."""
+    args = [item for task_id, score in copied for item in (task_id, f"{score:.6f}")]
+    try:
+        live.scripts.run(FORGET_SQL_PENDING, [keys.SQL_PENDING], args)
+    except redis.RedisError as exc:
+        log.warning("%d SQL copies landed but stay pending (%s)", len(copied),
+                    type(exc).__name__)  # fmt: skip
+
+
 def retry_pending(live: LiveStore, store: TaskStore, limit: int = 200) -> int:
-    """Copy each pending task's current live hash into SQL. Raises while SQL is down (the
-    entries stay). Returns how many copies stuck."""
+    """Copy each pending task that is due (a failed write: at once; an end whose copy its
+    ender had not confirmed: after its grace) from its current live hash into SQL. Raises
+    while SQL is down (the entries stay). Returns how many copies stuck."""
     client = live.redis
     done = 0
-    pending = client.zrange(keys.SQL_PENDING, 0, limit - 1, withscores=True)
+    pending = client.zrangebyscore(
+        keys.SQL_PENDING, "-inf", time.time(), start=0, num=limit, withscores=True
+    )
     for raw, score in cast(list[tuple[bytes, float]], pending):
         task_id = text(raw)
         fields = live.get(task_id)

@@ -99,9 +99,8 @@ def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str)
     fields = claim.fields
     record = TaskRecord.from_hash(fields)
     # Best-effort: SQL being away must not stop the run (maintenance copies it later).
-    # Queued, not waited for: V1 is called at once; the finish's write lands after it.
-    runtime.sql_writer.behind(runtime.redis, runtime.store, task_id, record, None,
-                              f"attempt on {worker}")  # fmt: skip
+    # Queued, not waited for: V1 is called at once; the end's copy lands after it.
+    runtime.sql_writer.hold(task_id, record, f"attempt on {worker}")
     return _run_claimed(runtime, task_id, token, fields, record)
 
 

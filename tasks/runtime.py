@@ -51,9 +51,9 @@ class WorkerRuntime:
     policy: RetryPolicy
     celery: Celery
     breaker: Breaker
-    control: TaskControl  # finishes, re-queues and cancels tasks (SQL on the thread pool)
+    control: TaskControl  # finishes, re-queues and cancels tasks (SQL copies not waited for)
     conversations: Conversations  # which V1 session a turn runs in, and with what
-    sql_writer: SqlWriter  # this process's SQL writes, in order, off the event loop
+    sql_writer: SqlWriter  # this process's SQL copies, in order, off the event loop
     supervisor: Any = field(default=None)  # tasks.supervision.Supervisor, set by tasks.process
     blocking = staticmethod(blocking)
 
@@ -75,7 +75,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
     )
     live = LiveStore(client, settings)
     store = TaskStore(create_store_engine(settings.database_url))
-    writer = SqlWriter()
+    writer = SqlWriter(live, store)
     return WorkerRuntime(
         settings=settings,
         redis=client,
@@ -93,7 +93,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
             max_delay=settings.retry_max_delay,
         ),
         celery=celery,
-        control=TaskControl(settings, live, store, celery, sql=writer),
+        control=TaskControl(settings, live, store, celery, copier=writer),
         sql_writer=writer,
         conversations=Conversations(client, store, settings, blocking),
         breaker=Breaker(client, settings.breaker_threshold, settings.breaker_cooldown),

@@ -1,19 +1,25 @@
-"""One ordered SQL writer per worker process.
+"""One ordered SQL writer per worker process, never waited for.
 
-Every SQL write of the process's tasks goes through one queue (a lane), drained by one
+Every SQL copy of the process's tasks goes through one queue (a lane), drained by one
 greenlet that runs whatever has piled up on one thread of gevent's pool per batch (not one
 thread hand-off per write). So:
 
-- writes land in the order they were queued: a task's claim-time "attempt" copy, queued
-  without waiting (it no longer holds up the V1 call), still lands before its finish copy;
-- that copy is held back for up to HOLD_SECONDS: a task that ends meanwhile (most short
-  ones) writes both in one transaction and its row once, instead of a transaction each;
+- copies land in the order they were queued: a task's claim-time "attempt" copy still
+  lands before its end's copy;
+- that claim copy is held back for up to HOLD_SECONDS: a task that ends meanwhile (most
+  short ones) writes both in one transaction and its row once;
+- nobody waits for a copy: a batch gathers what arrives within BATCH_WINDOW (one
+  transaction and one thread trip for a dozen tasks rather than one per task); a run ends
+  as soon as its live record has;
 - one writer thread, not one per concurrent write: no contention for SQLite's lock or
-  for the GIL between writers (four lanes cost ~9 % more worker CPU per task than one,
-  alternating runs of 2,000-4,000 instant tasks at -c 50 and -c 500, and were no faster);
-- a finish waits for its own write (and so for every write queued before it).
+  for the GIL between writers (four lanes cost ~9 % more worker CPU per task than one).
 
-Without gevent (no patched socket: a solo worker, a test) each write runs in place.
+Nothing is lost by not waiting: a failed copy leaves its task to maintenance
+(`taskrecord.sql_pending`), and so does a crash before an end's copy landed, since the end's
+own script put the task in SQL_PENDING, due after GRACE_SECONDS; the writer drops that entry
+once the copy landed (one call per batch).
+
+Without gevent (no patched socket: a solo worker, a test) each copy is written in place.
 """
 
 from __future__ import annotations
@@ -21,73 +27,88 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from functools import partial as partial_fn
-from typing import Any
+from typing import Any, NamedTuple
 
-import redis
-
+from taskrecord.live import LiveStore
 from taskrecord.mirror import mirror_live, row_from_live
 from taskrecord.record import TaskRecord
-from taskrecord.sql_pending import write_behind, write_failed
+from taskrecord.sql_pending import forget_copied, write_behind, write_failed
 from taskrecord.store.repo import TaskStore
 from tasks.gevent_mode import gevent_patched
 
 log = logging.getLogger(__name__)
 
-# Writes one batch hands to the thread at most (a finish waits at most this many ahead).
+# Copies one batch hands to the thread at most; a full batch starts at once.
 BATCH = 64
-# How long writes nobody waits for (a claim's "attempt" copy) may wait for company: a short
-# task's finish then lands in the same batch, one row upsert and one thread trip instead of
-# two. A write somebody waits for (a finish) starts the batch at once.
-BEHIND_WINDOW = 0.05
-
-# How long a claim-time copy waits for its own task's finish before it is written alone
+# How long a batch waits for company after its first copy arrived.
+BATCH_WINDOW = 0.05
+# How long a claim-time copy waits for its own task's end before it is written alone
 # (the SQL row shows `running` this much later; the live record shows it at once).
 HOLD_SECONDS = 0.5
+# How long an end's copy may take to land before maintenance makes it instead (it is owed
+# from the end on: a worker killed meanwhile loses nothing).
+GRACE_SECONDS = 30.0
 
-Job = tuple[Callable[..., Any], tuple[Any, ...], Any, Callable[[BaseException], None] | None]
+
+class Copy(NamedTuple):
+    """One task's copy: its live record as `mirror_live` takes it, and its SQL_PENDING score
+    to drop once written (None: it has none)."""
+
+    store: TaskStore
+    task_id: str
+    live: Mapping[str, str] | TaskRecord
+    partial: str | None
+    detail: str | None
+    pending: float | None = None
 
 
-def _run_batch(jobs: list[Job]) -> list[tuple[bool, Any]]:
-    """On the pool's thread: each job's result, or the exception it raised. Several task
-    copies (`mirror_live`) go in one transaction; if that fails, one by one."""
-    if len(jobs) > 1 and all(fn is mirror_live for fn, _, _, _ in jobs):
+def _run_batch(copies: list[Copy]) -> list[BaseException | None]:
+    """On the pool's thread: each copy's failure, or None. The lot goes in one
+    transaction; if that fails, one by one."""
+    if len(copies) > 1:
         try:
-            # args: store, task_id, live, partial, detail (as `mirror_live` takes them)
-            writes = [(row_from_live(args[2], args[3]), args[4]) for _, args, _, _ in jobs]
-            store: TaskStore = jobs[0][1][0]
-            store.upsert_many([(row, detail) for row, detail in writes if row is not None])
-            return [(True, None)] * len(jobs)
-        except Exception:  # each job's own outcome below
+            rows = [(row_from_live(c.live, c.partial), c.detail) for c in copies]
+            copies[0].store.upsert_many([(row, detail) for row, detail in rows if row])
+            return [None] * len(copies)
+        except Exception:  # each copy's own outcome below
             log.debug("batched SQL write failed; writing one by one")
-    out: list[tuple[bool, Any]] = []
-    for fn, args, _, _ in jobs:
+    out: list[BaseException | None] = []
+    for c in copies:
         try:
-            out.append((True, fn(*args)))
-        except Exception as exc:  # handed back to whoever queued it
-            out.append((False, exc))
+            mirror_live(c.store, c.task_id, c.live, c.partial, c.detail)
+            out.append(None)
+        except Exception as exc:  # left to maintenance by the lane
+            out.append(exc)
     return out
 
 
 class _Lane:
-    """One queue, drained by one greenlet: its jobs run in order, a batch per thread trip."""
+    """One queue, drained by one greenlet: its copies land in order, a batch per thread
+    trip. `landed` gets each batch's written copies; `failed` each failed one."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        landed: Callable[[list[Copy]], None],
+        failed: Callable[[Copy, BaseException], None],
+    ) -> None:
         from gevent.event import Event
 
-        self.jobs: list[Job] = []
+        self.copies: list[Copy] = []
         self.wake = Event()
-        self.waited = Event()  # a queued job has somebody waiting for it
+        self.full = Event()  # a batch's worth is queued, or someone waits (close)
         self.greenlet: Any = None
+        self.busy = False  # a batch is on the thread
+        self.landed = landed
+        self.failed = failed
 
-    def queue(self, job: Job) -> None:
-        self.jobs.append(job)
+    def queue(self, copy: Copy) -> None:
+        self.copies.append(copy)
         if self.greenlet is None or self.greenlet.dead:
             import gevent
 
             self.greenlet = gevent.spawn(self._drain)
-        if job[2] is not None:
-            self.waited.set()
+        if len(self.copies) >= BATCH:
+            self.full.set()
         self.wake.set()
 
     def _drain(self) -> None:
@@ -97,59 +118,69 @@ class _Lane:
         while True:
             self.wake.wait()
             self.wake.clear()
-            if not self.waited.is_set():
-                self.waited.wait(BEHIND_WINDOW)
-            self.waited.clear()
-            while self.jobs:
-                batch, self.jobs = self.jobs[:BATCH], self.jobs[BATCH:]
+            if not self.full.is_set():
+                self.full.wait(BATCH_WINDOW)
+            self.full.clear()
+            while self.copies:
+                batch, self.copies = self.copies[:BATCH], self.copies[BATCH:]
+                self.busy = True
                 try:
-                    results = pool.apply(_run_batch, (batch,))
-                except BaseException as exc:  # killed at shutdown: nobody waits forever
-                    for _, _, done, _ in batch:
-                        if done is not None:
-                            done.set_exception(exc)
-                    raise
-                for (_, _, done, failed), (ok, value) in zip(batch, results, strict=True):
-                    if done is not None and ok:
-                        done.set(value)
-                    elif done is not None:
-                        done.set_exception(value)
-                    elif not ok and failed is not None:
-                        try:
-                            failed(value)
-                        except Exception:  # Redis away too: the write is lost, the run is not
-                            log.exception("recording a failed SQL write failed")
+                    outcomes = pool.apply(_run_batch, (batch,))
+                    for copy, exc in zip(batch, outcomes, strict=True):
+                        if exc is not None:
+                            self.failed(copy, exc)
+                    self.landed([c for c, e in zip(batch, outcomes, strict=True) if e is None])
+                finally:
+                    self.busy = False
 
     def close(self, timeout: float) -> None:
         """Let what is queued land (up to `timeout`), then stop."""
         if self.greenlet is None:
             return
-        if not self.greenlet.dead and self.jobs:
-            from gevent.event import AsyncResult
+        deadline = time.monotonic() + timeout
+        self.full.set()
+        while (self.copies or self.busy) and not self.greenlet.dead:
+            if time.monotonic() > deadline:
+                break
+            import gevent
 
-            done = AsyncResult()
-            self.queue((lambda: None, (), done, None))
-            done.wait(timeout)
-        self.greenlet.kill(block=True, timeout=timeout)
+            gevent.sleep(0.01)
+        self.greenlet.kill(block=True, timeout=max(deadline - time.monotonic(), 0.1))
 
 
 class SqlWriter:
-    """One lane for the process: every write in the order it was queued (so each task's
-    in its own order), a batch per thread trip."""
+    """One lane for the process: every copy in the order it was queued (so each task's
+    in its own order), a batch per thread trip. The `SqlCopier` of the worker's
+    `TaskControl`."""
 
-    def __init__(self) -> None:
+    grace = GRACE_SECONDS
+
+    def __init__(self, live: LiveStore, store: TaskStore) -> None:
+        self._live = live
+        self._store = store
         self._threaded = gevent_patched()
-        self._writes = _Lane() if self._threaded else None
+        self._lane = _Lane(self._landed, self._failed) if self._threaded else None
         # Claim-time copies held back, by task id, in the order they were held.
-        self._held: dict[str, tuple[float, Job]] = {}
+        self._held: dict[str, tuple[float, Copy]] = {}
         self._releaser: Any = None
 
-    def _queue(self, job: Job) -> None:
-        assert self._writes is not None  # only with gevent (`_threaded`)
-        self._writes.queue(job)
+    def _landed(self, copies: list[Copy]) -> None:
+        owed = [(c.task_id, c.pending) for c in copies if c.pending is not None]
+        if owed:
+            forget_copied(self._live, owed)
+
+    def _failed(self, copy: Copy, exc: BaseException) -> None:
+        try:
+            write_failed(self._live.redis, copy.task_id, exc)
+        except Exception:  # Redis away too: its SQL_PENDING entry (an end's) still stands
+            log.exception("recording a failed SQL write failed")
+
+    def _queue(self, copy: Copy) -> None:
+        assert self._lane is not None  # only with gevent (`_threaded`)
+        self._lane.queue(copy)
 
     def _release(self, task_id: str) -> None:
-        """Queue the task's held copy (if any) now: before any later write of that task."""
+        """Queue the task's held copy (if any) now: before any later copy of that task."""
         held = self._held.pop(task_id, None)
         if held is not None:
             self._queue(held[1])
@@ -159,44 +190,39 @@ class SqlWriter:
         import gevent
 
         while self._held:
-            task_id, (due, _job) = next(iter(self._held.items()))
+            task_id, (due, _copy) = next(iter(self._held.items()))
             wait = due - time.monotonic()
             if wait > 0:
                 gevent.sleep(wait)
             else:
                 self._release(task_id)
 
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(store, task_id, ...)` after every write of that task queued before it;
-        its result, or it raises. The `sql` of `TaskControl` and `write_behind`."""
-        if not self._threaded:
-            return fn(*args)
-        from gevent.event import AsyncResult
-
-        done = AsyncResult()
-        task_id = str(args[1]) if len(args) > 1 else ""
-        self._release(task_id)
-        self._queue((fn, args, done, None))
-        return done.get()
-
-    def behind(
+    def copy(
         self,
-        client: redis.Redis,
-        store: TaskStore,
         task_id: str,
         live: Mapping[str, str] | TaskRecord,
         partial: str | None,
         detail: str | None,
+        pending: float | None,
     ) -> None:
-        """`write_behind` without waiting: queued now, in order; a failure is left to
-        maintenance (`taskrecord.sql_pending`) as a waited-for one is."""
+        """Queue the task's copy after its earlier ones; `pending`: its SQL_PENDING score,
+        dropped once the copy landed."""
+        copy = Copy(self._store, task_id, live, partial, detail, pending)
         if not self._threaded:
-            write_behind(client, store, task_id, live, partial, detail)
+            if write_behind(self._live.redis, self._store, task_id, live, partial, detail):
+                self._landed([copy])
             return
-        args = (store, task_id, live, partial, detail)
-        failed = partial_fn(write_failed, client, task_id)
+        self._release(task_id)
+        self._queue(copy)
+
+    def hold(self, task_id: str, record: TaskRecord, detail: str) -> None:
+        """A claim's copy: held back for HOLD_SECONDS, or until the task's next copy."""
+        if not self._threaded:
+            write_behind(self._live.redis, self._store, task_id, record, None, detail)
+            return
         self._release(task_id)  # an earlier held copy of the same task lands first
-        self._held[task_id] = (time.monotonic() + HOLD_SECONDS, (mirror_live, args, None, failed))
+        copy = Copy(self._store, task_id, record, None, detail)
+        self._held[task_id] = (time.monotonic() + HOLD_SECONDS, copy)
         if self._releaser is None or self._releaser.dead:
             import gevent
 
@@ -207,5 +233,5 @@ class SqlWriter:
             self._release(task_id)
         if self._releaser is not None:
             self._releaser.kill(block=False)
-        if self._writes is not None:
-            self._writes.close(timeout)
+        if self._lane is not None:
+            self._lane.close(timeout)

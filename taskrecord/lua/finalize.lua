@@ -1,6 +1,9 @@
 -- FINALIZE (prepended by prelude.lua; KEYS[1] task hash, ARGV[1..4] as there).
 -- ARGV[5..]: token ('' = whoever), state, result_json, error_json, reason, result_ttl,
--- only_from ('' = any live state), EWMA weight of the duration estimates ('' = learn nothing).
+-- only_from ('' = any live state), EWMA weight of the duration estimates ('' = learn nothing),
+-- sql_due ('' = none): the ender copies the end to SQL later, without waiting; the task
+-- waits in SQL_PENDING (due then) until that copy lands, so a crash in between loses
+-- nothing (maintenance copies it once due; taskrecord.sql_pending).
 -- Returns {code, detail, #woken, woken..., hash...} (see answer() in the prelude) when it
 -- ended the task, else {code, detail}: code 1 ended it (detail = partial output), 0 it had
 -- already ended or does not exist (detail = state), -1 another attempt owns it, -2 it is
@@ -47,4 +50,5 @@ else
   extra = {'error', err}
 end
 emit(state, data)
+if ARGV[13] ~= '' then redis.call('ZADD', P .. 'sql-pending', ARGV[13], TASK_ID) end
 return answer({1, partial}, ended(state, tonumber(ARGV[10]), extra))

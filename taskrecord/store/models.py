@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -41,6 +42,35 @@ class TaskRow(Base):
         Index("ix_tasks_tenant_state", "tenant", "state", "created_at"),
         Index("ix_tasks_finished", "finished_at"),
     )
+
+
+class TaskValues(NamedTuple):
+    """A `TaskRow`'s columns as a plain tuple: what a worker writes per task (building an
+    ORM instance, with its attribute instrumentation, cost as much as the SQL write)."""
+
+    id: str
+    tenant: str
+    state: str
+    queue: str
+    priority: int
+    estimated_seconds: float
+    estimate_source: str
+    agent_id: str
+    session_id: str | None
+    request: dict[str, Any]
+    metadata_: dict[str, Any] | None
+    timeout_seconds: int | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    partial: str | None = None
+
+
+# A task's row to write: the ORM instance or its plain values.
+AnyTaskRow = TaskRow | TaskValues
 
 
 class TransitionRow(Base):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from taskrecord.states import TaskState
 from taskrecord.store import task_writes
-from taskrecord.store.models import TaskRow, TransitionRow
+from taskrecord.store.models import AnyTaskRow, TaskRow, TransitionRow
 from taskrecord.store.usage import UsageStore
 
 
@@ -65,7 +65,7 @@ class TaskStore:
     def _session(self) -> Session:
         return self._sessions()
 
-    def upsert(self, row: TaskRow, detail: str | None, *, insert_only: bool = False) -> None:
+    def upsert(self, row: AnyTaskRow, detail: str | None, *, insert_only: bool = False) -> None:
         """Insert the task, or update the changing columns of its existing row; either way
         record the transition. Safe against a concurrent writer of the same task (one
         atomic `INSERT ... ON CONFLICT`).
@@ -77,7 +77,7 @@ class TaskStore:
             if task_writes.upsert_row(conn, row, insert_only=insert_only):
                 task_writes.add_transitions(conn, [(row, detail)])
 
-    def upsert_many(self, items: list[tuple[TaskRow, str | None]]) -> None:
+    def upsert_many(self, items: list[tuple[AnyTaskRow, str | None]]) -> None:
         """`upsert` of several writes, in order, in ONE transaction (a worker's queued
         writes: one commit, not one each). Raises if any fails, and then none is written:
         the caller writes them one by one."""

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 
 from taskrecord.states import TaskState
-from taskrecord.store.models import TaskRow, TransitionRow
+from taskrecord.store.models import AnyTaskRow, TaskRow, TaskValues, TransitionRow
 from taskrecord.store.usage import INSERTS, count_success
 
 
@@ -40,8 +40,15 @@ def supported(dialect: str) -> bool:
     return dialect in INSERTS
 
 
-def row_values(row: TaskRow) -> dict[str, Any]:
+def row_values(row: AnyTaskRow) -> dict[str, Any]:
+    if isinstance(row, TaskValues):
+        return dict(zip(_VALUE_COLUMNS, row, strict=True))
     return {column: getattr(row, key) for key, column in _COLUMNS}
+
+
+# TaskValues' fields in order, as column names.
+_VALUE_COLUMNS = tuple(dict(_COLUMNS).get(name, name) for name in TaskValues._fields)
+assert set(_VALUE_COLUMNS) == {column for _, column in _COLUMNS}, "TaskValues != TaskRow"
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class _Statements:
 _STATEMENTS = {dialect: _Statements.build(dialect) for dialect in INSERTS}
 
 
-def upsert_row(conn: Connection, row: TaskRow, *, insert_only: bool) -> bool:
+def upsert_row(conn: Connection, row: AnyTaskRow, *, insert_only: bool) -> bool:
     """Insert the row, or update its changing columns. False: nothing was written (an
     `insert_only` copy found the row there)."""
     if insert_only:
@@ -80,7 +87,7 @@ def upsert_row(conn: Connection, row: TaskRow, *, insert_only: bool) -> bool:
     return True
 
 
-def upsert_rows(conn: Connection, rows: Sequence[TaskRow]) -> None:
+def upsert_rows(conn: Connection, rows: Sequence[AnyTaskRow]) -> None:
     """Insert or update several rows (distinct tasks): one statement for the unfinished
     ones, one for the succeeded ones (each a single multi-row `INSERT` where the driver
     allows). A row turning `succeeded` counts its usage once: the update of an already
@@ -99,7 +106,7 @@ def upsert_rows(conn: Connection, rows: Sequence[TaskRow]) -> None:
         count_success(conn, [succeeded[task_id] for task_id in turned])
 
 
-def add_transitions(conn: Connection, items: Sequence[tuple[TaskRow, str | None]]) -> None:
+def add_transitions(conn: Connection, items: Sequence[tuple[AnyTaskRow, str | None]]) -> None:
     """One history row per write (one `executemany` for a batch)."""
     now = datetime.now(UTC)
     values = [
@@ -109,11 +116,11 @@ def add_transitions(conn: Connection, items: Sequence[tuple[TaskRow, str | None]
     conn.execute(_TRANSITIONS.insert(), values)
 
 
-def write(conn: Connection, items: Sequence[tuple[TaskRow, str | None]]) -> None:
+def write(conn: Connection, items: Sequence[tuple[AnyTaskRow, str | None]]) -> None:
     """Several writes in order, inside the caller's transaction: each task's row is
     upserted once, from its last write (the earlier ones it supersedes would be
     overwritten in the same commit), and every write keeps its transition."""
-    last: dict[str, TaskRow] = {}
+    last: dict[str, AnyTaskRow] = {}
     for row, _ in items:
         last[row.id] = row
     upsert_rows(conn, list(last.values()))

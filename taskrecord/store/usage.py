@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, Connection, Date, Engine, String, Table, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from taskrecord.store.models import Base, TaskRow
+from taskrecord.store.models import AnyTaskRow, Base
 from taskrecord.usage import tokens_of, utc_day
 
 
@@ -40,7 +40,7 @@ _SUMMED = ("tasks", "prompt_tokens", "completion_tokens", "total_tokens")
 INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def count_success(conn: Connection, rows: Sequence[TaskRow]) -> None:
+def count_success(conn: Connection, rows: Sequence[AnyTaskRow]) -> None:
     """Add tasks that just succeeded to their tenants' days (inside the caller's
     transaction): one statement for the lot, each (tenant, day) once in it, since one
     multi-row `INSERT ... ON CONFLICT` may not touch a row twice (PostgreSQL)."""
