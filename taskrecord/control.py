@@ -68,15 +68,19 @@ class TaskControl:
         reason: str = "",
         only_from: str = "",
         detail: str | None = None,
+        output: str = "",
+        sent: int = 0,
     ) -> FinalizeResult:
         """End a task (once), mirror it to SQL. The script itself publishes whoever the
-        task was holding back (the next in line for its V1 slot or conversation)."""
+        task was holding back (the next in line for its V1 slot or conversation).
+        `output`: the running attempt's last text, announced as progress by the same
+        script (`sent`: its bytes already sent as progress)."""
         # A copy not waited for is owed from the end's own script on: a crash before it
         # lands leaves the task in SQL_PENDING, for maintenance once `due`.
         due = time.time() + self.copier.grace if self.copier is not None else None
         call = self.live.calls.finalize(
             task_id, state, token=token, result=result, error=error, reason=reason,
-            only_from=only_from, sql_due=due,
+            only_from=only_from, sql_due=due, output=output, sent=sent,
         )  # fmt: skip
         outcome = finalize_result(self.live.run(call))
         if outcome.ended:

@@ -169,15 +169,20 @@ class LiveCalls:
         reason: str = "",
         only_from: str = "",
         sql_due: float | None = None,
+        output: str = "",
+        sent: int = 0,
     ) -> ScriptCall:
         """`sql_due`: the caller copies the end to SQL without waiting; until that copy
-        lands the task stays in SQL_PENDING, due then (finalize.lua)."""
+        lands the task stays in SQL_PENDING, due then. `output`: the running attempt's
+        last text not yet sent as progress (`sent` bytes were), appended first, as
+        `progress` would (finalize.lua)."""
         if error is None and state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
             error = {"type": state, "message": reason or state}
         due = "" if sql_due is None else f"{sql_due:.6f}"
+        data = dumps({"delta": output}) if output else ""
         return self._call(live_scripts.FINALIZE, task_id, token, state, dumps(result or {}),
                           dumps(error or {}), reason, self.result_ttl, only_from,
-                          EWMA_WEIGHT, due)  # fmt: skip
+                          EWMA_WEIGHT, due, output, data, sent)  # fmt: skip
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str

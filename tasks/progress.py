@@ -4,6 +4,11 @@ V1 may stream hundreds of tiny deltas a second; one event per `interval` at most
 event log, pub/sub and every client's socket proportional to time, not to tokens. Nothing
 is dropped: deltas are concatenated, so the events still add up to the final text.
 
+A due flush waits for the run's next pause (the moment it waits for more of V1's stream):
+text that arrives together with the end of the stream (a short answer) is not sent on its
+own but carried by the end's script (`take`), one Redis call instead of two; while V1
+streams, the flush goes out as soon as the run waits for V1's next chunk.
+
 Redis away for a moment (a Sentinel failover, a cut link) does not end the run: the text
 waits and goes out with the next flush, sent with the count of what already landed so a
 delta whose answer was lost is not appended twice. Whether this attempt still owns the
@@ -50,11 +55,17 @@ class ProgressEmitter:
         self._buffer.append(delta)
         # While Redis does not answer, only the timer tries again: V1's stream keeps being
         # read instead of waiting out a socket timeout per delta.
-        if not self._retrying and time.monotonic() - self._last_emit >= self.interval:
-            self.flush()
-        elif self._timer is None:
-            # Deltas may pause right after this one: make sure it goes out on time anyway.
-            self._timer = gevent.spawn_later(self.interval, self._timed_flush)
+        if self._timer is not None:
+            return  # a flush is due already, and takes this delta too
+        wait = self.interval
+        if not self._retrying:
+            wait = self._last_emit + self.interval - time.monotonic()
+        if wait <= 0:
+            # At the run's next pause (see the module's docstring).
+            self._timer = gevent.spawn(self._timed_flush)
+        else:
+            # Once the interval since the last flush has passed, even if V1 pauses now.
+            self._timer = gevent.spawn_later(wait, self._timed_flush)
 
     def _timed_flush(self) -> None:
         self._timer = None
@@ -86,6 +97,15 @@ class ProgressEmitter:
             if answer == -1:
                 raise LeaseLost("another attempt owns this task")
             self._sent += len(text.encode())
+
+    def take(self) -> tuple[str, int]:
+        """At the run's end: the text not sent yet and the bytes sent before it, for the
+        end's script to carry (`finish`'s `output`). No flush goes out after this."""
+        self._closed = True
+        with self._lock:  # a flush under way lands first
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            return text, self._sent
 
     def close(self) -> None:
         self._closed = True

@@ -125,32 +125,37 @@ def _run_claimed(
                 on_answered=lambda: runtime.conversations.accepted(task_id, fields, turn),
                 on_delta=progress.add,
             )
-        progress.flush()
         # Finish first: it frees the V1 slot and wakes the next task; the breaker can wait.
-        finish(runtime, task_id, TaskState.SUCCEEDED, token=token, result=result.as_dict())
+        # The text not yet sent as progress goes with the end, in the same script.
+        ended = finish(runtime, task_id, TaskState.SUCCEEDED, token=token,
+                       result=result.as_dict(), output=progress.take())  # fmt: skip
         runtime.breaker.record(ok=True)
+        if not ended:
+            log.warning("task %s: lease lost, another attempt owns it", task_id)
+            return "lease_lost"
         return TaskState.SUCCEEDED
     except TaskCancelled as exc:
-        _flush_quietly(progress)
-        finish(runtime, task_id, TaskState.CANCELLED, token=token, reason=exc.message)
+        finish(runtime, task_id, TaskState.CANCELLED, token=token, reason=exc.message,
+               output=progress.take())  # fmt: skip
         return TaskState.CANCELLED
     except TaskTimeLimit:
-        _flush_quietly(progress)
         reason = f"ran past its time limit ({time_limit_text(fields, settings)})"
-        finish(runtime, task_id, TaskState.TIMED_OUT, token=token, reason=reason)
+        finish(runtime, task_id, TaskState.TIMED_OUT, token=token, reason=reason,
+               output=progress.take())  # fmt: skip
         return TaskState.TIMED_OUT
     except LeaseLost:
         log.warning("task %s: lease lost, another attempt owns it", task_id)
         return "lease_lost"
     except TaskRunError as exc:
-        _flush_quietly(progress)
         if isinstance(exc, BREAKER_FAILURES):
             runtime.breaker.record(ok=False)
         if runtime.policy.should_retry(exc, attempts):
+            _flush_quietly(progress)  # the re-queue's script takes no output
             delay = runtime.policy.delay(attempts)
             requeue(runtime, task_id, token, delay, exc.as_dict(), record.queue)
             return "retrying"
-        finish(runtime, task_id, TaskState.FAILED, token=token, error=exc.as_dict())
+        finish(runtime, task_id, TaskState.FAILED, token=token, error=exc.as_dict(),
+               output=progress.take())  # fmt: skip
         return TaskState.FAILED
     except GreenletExit:
         # `celery control terminate` (gevent pool kills the greenlet), or a cold shutdown.
@@ -225,14 +230,18 @@ def finish(
     error: dict[str, Any] | None = None,
     reason: str = "",
     detail: str | None = None,
+    output: tuple[str, int] = ("", 0),
 ) -> bool:
+    """End the task; `output`: the attempt's text not yet sent as progress and the bytes
+    sent before it (`ProgressEmitter.take`). False: it was not this call's to end."""
     tries = 0
 
     def finish_once() -> FinalizeResult:
         nonlocal tries
         tries += 1
         return runtime.control.finish(task_id, state, token=token, result=result,
-                                      error=error, reason=reason, detail=detail)  # fmt: skip
+                                      error=error, reason=reason, detail=detail,
+                                      output=output[0], sent=output[1])  # fmt: skip
 
     # The run's end is in hand: wait for Redis rather than lose it to a failover. Its lease
     # may run out meanwhile; then the script refuses this end and maintenance's stands.

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import gevent
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -73,11 +74,14 @@ def test_the_emitter_keeps_its_text_while_redis_is_away_and_sends_it_once_back(
     lost: list[LeaseLost] = []
     emitter = ProgressEmitter(live, task_id, TOKEN, 0.0, lost.append)
     emitter.add("first ")
+    gevent.sleep(0)  # the run waits for V1's next chunk: the due flush goes out
+    assert partial(live, task_id) == "first "
     # Redis away: nothing listens on this port.
     away = redis.Redis(port=free_port(), socket_timeout=0.5, socket_connect_timeout=0.5,
                        retry=Retry(NoBackoff(), 0))  # fmt: skip
     emitter.live = LiveStore(away, get_settings(redis_url=valkey.url))
-    emitter.add("second ")  # would have raised into the V1 read loop before
+    emitter.add("second ")
+    gevent.sleep(0)  # its flush finds Redis away: would have raised into the V1 read loop
     emitter.add("third")  # a retry is pending: buffered, not another wait on Redis
     emitter.flush()
     assert partial(live, task_id) == "first "

@@ -23,8 +23,8 @@ from taskrecord.settings import get_settings
 from taskrecord.sql_pending import forget_copied, retry_pending
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
-from tests.harness import System, submit, wait_terminal, wait_until
 from tasks.sql_writer import GRACE_SECONDS
+from tests.harness import System, submit, wait_terminal, wait_until
 
 
 @pytest.fixture

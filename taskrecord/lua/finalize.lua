@@ -3,7 +3,9 @@
 -- only_from ('' = any live state), EWMA weight of the duration estimates ('' = learn nothing),
 -- sql_due ('' = none): the ender copies the end to SQL later, without waiting; the task
 -- waits in SQL_PENDING (due then) until that copy lands, so a crash in between loses
--- nothing (maintenance copies it once due; taskrecord.sql_pending).
+-- nothing (maintenance copies it once due; taskrecord.sql_pending); then the running
+-- attempt's last output ('' = none), its progress data_json and the bytes sent before it:
+-- appended and announced as a progress event first (append_output), in the same call.
 -- Returns {code, detail, #woken, woken..., hash...} (see answer() in the prelude) when it
 -- ended the task, else {code, detail}: code 1 ended it (detail = partial output), 0 it had
 -- already ended or does not exist (detail = state), -1 another attempt owns it, -2 it is
@@ -27,6 +29,9 @@ if not st then return {0, ''} end
 if is_terminal(st) then return {0, st} end
 if ARGV[11] ~= '' and st ~= ARGV[11] then return {-2, st} end
 if ARGV[5] ~= '' and redis.call('HGET', TK, 'attempt_token') ~= ARGV[5] then return {-1, ''} end
+if ARGV[14] ~= '' and st == 'running' then
+  append_output(ARGV[14], ARGV[15], ARGV[16], tonumber(ARGV[10]))
+end
 local partial = redis.call('GET', PARTIAL) or ''
 local state = ARGV[6]
 local data, extra

@@ -44,6 +44,23 @@ local function emit_for(tk, id, etype, data)
   return seq
 end
 local function emit(etype, data) return emit_for(TK, TASK_ID, etype, data) end
+-- Append a running attempt's output and announce it (`data`: its progress event's data).
+-- `sent`: bytes of this attempt's output the worker knows had landed before `delta`: a delta
+-- sent again after Redis did not answer (a failover, a cut link) is not appended twice.
+-- The first output marks the attempt `answered`: from then on a lost worker's task is not
+-- re-run (the agent may have acted). Returns 0 (all of it had landed) or the event's seq.
+local function append_output(delta, data, sent, ttl)
+  local landed = redis.call('STRLEN', PARTIAL) - tonumber(sent)
+  if landed > 0 and landed <= #delta then
+    delta = string.sub(delta, landed + 1)
+    if delta == '' then return 0 end
+    data = '{"delta":' .. cjson.encode(delta) .. '}'
+  end
+  redis.call('APPEND', PARTIAL, delta)
+  redis.call('EXPIRE', PARTIAL, ttl)
+  redis.call('HSET', TK, 'output_started', '1', 'answered', '1')
+  return emit('progress', data)
+end
 local function expire_task(ttl)
   for _, k in ipairs({TK, EVENTS, PARTIAL}) do redis.call('EXPIRE', k, ttl) end
 end
