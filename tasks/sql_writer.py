@@ -98,6 +98,7 @@ class _Lane:
         self.full = Event()  # a batch's worth is queued, or someone waits (close)
         self.greenlet: Any = None
         self.busy = False  # a batch is on the thread
+        self.closing = False  # what is queued goes at once
         self.landed = landed
         self.failed = failed
 
@@ -118,26 +119,34 @@ class _Lane:
         while True:
             self.wake.wait()
             self.wake.clear()
-            if not self.full.is_set():
+            # Every batch waits for company, the next one too: under load the thread is
+            # slow to get the GIL back, and going on at once made batches of 2-3 tasks.
+            if not self.full.is_set() and not self.closing:
                 self.full.wait(BATCH_WINDOW)
             self.full.clear()
-            while self.copies:
-                batch, self.copies = self.copies[:BATCH], self.copies[BATCH:]
-                self.busy = True
-                try:
-                    outcomes = pool.apply(_run_batch, (batch,))
-                    for copy, exc in zip(batch, outcomes, strict=True):
-                        if exc is not None:
-                            self.failed(copy, exc)
-                    self.landed([c for c, e in zip(batch, outcomes, strict=True) if e is None])
-                finally:
-                    self.busy = False
+            batch, self.copies = self.copies[:BATCH], self.copies[BATCH:]
+            if self.copies:
+                self.wake.set()
+                if len(self.copies) >= BATCH:
+                    self.full.set()
+            if not batch:
+                continue
+            self.busy = True
+            try:
+                outcomes = pool.apply(_run_batch, (batch,))
+                for copy, exc in zip(batch, outcomes, strict=True):
+                    if exc is not None:
+                        self.failed(copy, exc)
+                self.landed([c for c, e in zip(batch, outcomes, strict=True) if e is None])
+            finally:
+                self.busy = False
 
     def close(self, timeout: float) -> None:
         """Let what is queued land (up to `timeout`), then stop."""
         if self.greenlet is None:
             return
         deadline = time.monotonic() + timeout
+        self.closing = True
         self.full.set()
         while (self.copies or self.busy) and not self.greenlet.dead:
             if time.monotonic() > deadline:
