@@ -1,5 +1,6 @@
-"""`tasks.idle_check`: httpcore's idle-connection check uses the unpatched `poll` in a
-gevent worker, and still tells an open idle socket from one its server closed."""
+"""`tasks.idle_check`: httpcore's idle-connection check and redis-py's readiness check use
+the unpatched `poll` in a gevent worker, and still tell an open idle socket from one with
+data waiting or one its server closed."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ _IN_A_GEVENT_PROCESS = textwrap.dedent(
     assert not _utils.is_socket_readable(ours)  # idle and open: keep it
     server.close()
     assert _utils.is_socket_readable(ours)  # the server closed it: httpcore drops it
+
+    from redis._parsers import hiredis
+    assert hiredis._socket_can_read.__module__ == "tasks.idle_check"
+    ours, server = socket.socketpair()
+    assert not hiredis._socket_can_read(ours, 0)  # nothing stray: redis-py sends on it
+    server.send(b"+stray")
+    assert hiredis._socket_can_read(ours, 0)  # data left: redis-py reconnects
+    ours.recv(16)
+    assert not hiredis._socket_can_read(ours, 0.01)  # with a timeout: redis-py's own check
+    server.close()
+    assert hiredis._socket_can_read(ours, 0)
     print("ok")
     """
 )
