@@ -20,14 +20,27 @@ from taskrecord.webhooks import WEBHOOK_QUEUE
 
 RUN_TASK = "openclaw.run"
 
+# kombu's transports with one Redis client object per channel, by broker URL scheme
+# (taskrecord.broker_transport). Named, not imported: kombu imports one as it connects. An
+# import here would load kombu's Redis transport, which keeps `select.select` as it finds
+# it, before a gevent worker has patched it (its consuming loop then blocked the process).
+TRANSPORTS = {
+    "redis": "taskrecord.broker_transport:Transport",
+    "sentinel": "taskrecord.broker_transport:SentinelTransport",
+}
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     # The broker must never redeliver a live task on its own (crash recovery is by lease,
     # see tasks.maintenance), so its visibility timeout outlasts the absolute limit.
     visibility_timeout = settings.absolute_time_limit + 86_400
+    url = broker_url(settings)
     return {
         # REDIS_URL, or its primary through Sentinel (kombu's `sentinel://` transport).
-        "broker_url": broker_url(settings),
+        "broker_url": url,
+        # kombu's transport for that scheme, with one Redis client object per channel
+        # (taskrecord.broker_transport); None (any other scheme): kombu's own.
+        "broker_transport": TRANSPORTS.get(url.partition("://")[0]),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout,

@@ -96,9 +96,7 @@ def mirror_live(
         store.upsert(row, detail, insert_only=insert_only)
 
 
-def row_from_live(
-    live: Mapping[str, str] | TaskRecord, partial: str | None
-) -> TaskValues | None:
+def row_from_live(live: Mapping[str, str] | TaskRecord, partial: str | None) -> TaskValues | None:
     """The SQL row of a live copy (None: a hash with no id or state, its record expired)."""
     if isinstance(live, TaskRecord):
         return row_from_record(live, partial)

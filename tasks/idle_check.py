@@ -1,11 +1,12 @@
-"""httpcore's and redis-py's idle-connection checks without gevent's cooperative `poll`.
+"""httpcore2's and redis-py's idle-connection checks without gevent's cooperative `poll`.
 
-Before every request it sends and after every response it ends, httpcore's pool asks each
-idle keep-alive connection whether its socket is readable (`_utils.is_socket_readable`: a
-server that closed it). Under gevent's monkey patching that is gevent's `poll` object
-(about 19 us a call here, measured) and a worker with 50 pooled V1 connections made about
-100 such checks per V1 call: ~2 ms of CPU per task. The check polls with timeout 0, so
-the original `poll` never blocks the hub: it is handed to httpcore instead (about 1.6 us).
+Before every request it sends and after every response it ends, httpcore2's pool (under
+the V1 client's httpx2) asks each idle keep-alive connection whether its socket is
+readable (`_utils.is_socket_readable`: a server that closed it). Under gevent's monkey
+patching that is gevent's `poll` object (about 19 us a call here, measured) and a worker
+with 50 pooled V1 connections made about 100 such checks per V1 call: ~2 ms of CPU per
+task. The check polls with timeout 0, so
+the original `poll` never blocks the hub: it is handed to httpcore2 instead (about 1.6 us).
 
 redis-py does the same before every command, on the connection it takes from its pool
 (`ConnectionPool.get_connection` -> hiredis parser's `_socket_can_read`, a zero-timeout
@@ -23,8 +24,8 @@ from typing import Any
 
 
 def use_native_poll() -> bool:
-    """Give httpcore's and redis-py's readability checks the unpatched `poll`. False:
-    nothing to do (no gevent patching) or httpcore no longer has the shape this relies on
+    """Give httpcore2's and redis-py's readability checks the unpatched `poll`. False:
+    nothing to do (no gevent patching) or httpcore2 no longer has the shape this relies on
     (then its own check stays: slower, equally correct)."""
     try:
         from gevent import monkey
@@ -34,8 +35,8 @@ def use_native_poll() -> bool:
         return False
     _redis_zero_timeout_checks(monkey.get_original("select", "poll"))
     try:
-        from httpcore import _utils
-    except ImportError:  # pragma: no cover - httpx depends on httpcore
+        from httpcore2 import _utils
+    except ImportError:  # pragma: no cover - httpx2 depends on httpcore2
         return False
     if getattr(_utils, "select", None) is not select or not hasattr(_utils, "is_socket_readable"):
         return isinstance(getattr(_utils, "select", None), types.SimpleNamespace)

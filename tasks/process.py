@@ -51,7 +51,8 @@ def close_runtime() -> None:
 def _quiet_http_log(**_: Any) -> None:
     """httpx logs every request at INFO: one line per V1 call beside Celery's own two per
     task, and its formatting cost on every task. Failures are logged by the task."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]

@@ -1,4 +1,4 @@
-"""`tasks.idle_check`: httpcore's idle-connection check and redis-py's readiness check use
+"""`tasks.idle_check`: httpcore2's idle-connection check and redis-py's readiness check use
 the unpatched `poll` in a gevent worker, and still tell an open idle socket from one with
 data waiting or one its server closed."""
 
@@ -15,7 +15,7 @@ _IN_A_GEVENT_PROCESS = textwrap.dedent(
     from gevent import monkey
     monkey.patch_all()
     import socket
-    from httpcore import _utils
+    from httpcore2 import _utils
     from tasks.idle_check import use_native_poll
 
     assert use_native_poll() and use_native_poll()  # applied, and a second call is harmless
@@ -23,7 +23,7 @@ _IN_A_GEVENT_PROCESS = textwrap.dedent(
     ours, server = socket.socketpair()
     assert not _utils.is_socket_readable(ours)  # idle and open: keep it
     server.close()
-    assert _utils.is_socket_readable(ours)  # the server closed it: httpcore drops it
+    assert _utils.is_socket_readable(ours)  # the server closed it: httpcore2 drops it
 
     from redis._parsers import hiredis
     assert hiredis._socket_can_read.__module__ == "tasks.idle_check"
@@ -49,7 +49,7 @@ def test_a_gevent_process_checks_idle_sockets_with_the_native_poll() -> None:
 
 
 def test_without_gevent_patching_nothing_changes() -> None:
-    from httpcore import _utils
+    from httpcore2 import _utils
 
     before = _utils.select  # type: ignore[attr-defined]
     assert use_native_poll() is False
