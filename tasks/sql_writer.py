@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # Copies one batch hands to the thread at most; a full batch starts at once.
 BATCH = 64
 # How long a batch waits for company after its first copy arrived.
-BATCH_WINDOW = 0.05
+BATCH_WINDOW = 0.02
 # How long a claim-time copy waits for its own task's end before it is written alone
 # (the SQL row shows `running` this much later; the live record shows it at once).
 HOLD_SECONDS = 0.5

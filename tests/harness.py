@@ -43,6 +43,7 @@ __all__ = [
     "submit",
     "tag",
     "wait_for_state",
+    "wait_listed",
     "wait_terminal",
     "wait_until",
 ]
@@ -76,6 +77,23 @@ def wait_terminal(client: httpx.Client, task_id: str, timeout: float = 30) -> di
     return wait_for_state(
         client, task_id, ("succeeded", "failed", "cancelled", "timed_out"), timeout
     )
+
+
+def wait_listed(
+    client: httpx.Client, task_ids: list[str], timeout: float = 10, **params: str
+) -> list[dict[str, Any]]:
+    """`GET /v1/tasks` with `params` once it lists every one of `task_ids`: lists read the
+    SQL copy, which follows the live record (workers write it in batches, not waiting)."""
+    wanted = set(task_ids)
+
+    def listing() -> list[dict[str, Any]] | None:
+        reply = client.get("/v1/tasks", params={"limit": "200", **params})
+        assert reply.status_code == 200, reply.text
+        tasks: list[dict[str, Any]] = reply.json()["tasks"]
+        return tasks if wanted <= {t["task_id"] for t in tasks} else None
+
+    found: list[dict[str, Any]] = wait_until(listing, timeout, 0.05, f"{sorted(wanted)} listed")
+    return found
 
 
 def tag() -> str:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from taskrecord.settings import DEV_METRICS_TOKEN
-from tests.harness import API_KEY, OTHER_API_KEY, System, submit, wait_terminal
+from tests.harness import API_KEY, OTHER_API_KEY, System, submit, wait_listed, wait_terminal
 
 METRICS_AUTH = {"Authorization": f"Bearer {DEV_METRICS_TOKEN}"}
 
@@ -109,11 +109,11 @@ def test_second_api_key_cannot_see_first_keys_task(system: System) -> None:
         assert beta.get(f"/v1/tasks/{task['task_id']}").status_code == 404
         assert beta.post(f"/v1/tasks/{task['task_id']}/cancel").status_code == 404
         wait_terminal(alpha, task["task_id"])
+        mine = wait_listed(alpha, [task["task_id"]], session_id="s-private")
+        assert [t["task_id"] for t in mine] == [task["task_id"]]
         assert beta.get(f"/v1/tasks/{task['task_id']}").status_code == 404
         listed = beta.get("/v1/tasks", params={"session_id": "s-private"}).json()
         assert listed["tasks"] == []
-        mine = alpha.get("/v1/tasks", params={"session_id": "s-private"}).json()
-        assert [t["task_id"] for t in mine["tasks"]] == [task["task_id"]]
 
 
 def test_list_filters_by_session_and_state_and_pages(system: System) -> None:
@@ -122,6 +122,7 @@ def test_list_filters_by_session_and_state_and_pages(system: System) -> None:
         ids = [submit(api, f"m{i}", session_id=session)["task_id"] for i in range(5)]
         for task_id in ids:
             wait_terminal(api, task_id)
+        wait_listed(api, ids, session_id=session, state="succeeded")  # the SQL copy caught up
         seen: list[str] = []
         cursor = None
         while True:

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from tests.harness import OTHER_API_KEY, ROOT, System, submit, tag, wait_terminal
+from tests.harness import OTHER_API_KEY, ROOT, System, submit, tag, wait_listed, wait_terminal
 
 
 def celery_cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,6 +28,7 @@ def failed_in_session(api: httpx.Client, session: str, *failures: str) -> list[s
     ]
     for task_id in ids:
         assert wait_terminal(api, task_id)["state"] == "failed"
+    wait_listed(api, ids, state="failed", session_id=session)  # the SQL copy caught up
     return ids
 
 

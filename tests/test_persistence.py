@@ -9,7 +9,7 @@ import redis
 from taskrecord.store.db import create_store_engine
 from taskrecord.store.repo import TaskStore
 from tests.event_clients import sse_events, ws_connect
-from tests.harness import System, submit, wait_for_state, wait_terminal, wait_until
+from tests.harness import System, submit, wait_for_state, wait_listed, wait_terminal, wait_until
 
 
 def test_results_survive_gateway_restart(system: System) -> None:
@@ -31,6 +31,7 @@ def test_results_outlive_the_redis_cache(system: System, redis_client: redis.Red
         task = submit(api, "outlive the cache [sim:chunks=3]", session_id="s-cache")
         task_id = task["task_id"]
         done = wait_terminal(api, task_id)
+        wait_listed(api, [task_id], session_id="s-cache", state="succeeded")  # SQL caught up
         listed_before = api.get("/v1/tasks", params={"session_id": "s-cache"}).json()
     logged = sse_events(system.url, task_id)
     cached = sorted(k.decode() for k in redis_client.scan_iter(match=f"*{task_id}*"))

@@ -21,6 +21,7 @@ from tests.harness import (
     new_system,
     submit,
     tag,
+    wait_listed,
     wait_terminal,
     wait_until,
 )
@@ -166,7 +167,8 @@ def test_full_queue_answers_429_and_leaves_nothing_behind(
             again = api.post("/v1/tasks", json={"message": "one too many"}, headers=key)
             assert again.status_code == 202 and again.json()["task_id"] not in accepted
             later = wait_terminal(api, again.json()["task_id"])
-            listed = {t["task_id"] for t in api.get("/v1/tasks").json()["tasks"]}
+            expected = [*accepted, again.json()["task_id"]]
+            listed = {t["task_id"] for t in wait_listed(api, expected)}
         client.close()
     assert states == ["succeeded"] * 3 and later["state"] == "succeeded"
     assert listed == {*accepted, again.json()["task_id"]}
