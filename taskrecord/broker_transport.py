@@ -48,4 +48,3 @@ class Transport(kombu_redis.Transport):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
-

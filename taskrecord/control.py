@@ -16,8 +16,7 @@ from celery import Celery
 
 from taskrecord.live import FinalizeResult, LiveStore, finalize_result, script_answer, text
 from taskrecord.message import run_message
-from taskrecord.mirror import record_from_row
-from taskrecord.record import TaskRecord
+from taskrecord.mirror import SqlCopy, record_from_row
 from taskrecord.routing import choose_tier
 from taskrecord.settings import Settings
 from taskrecord.sql_pending import write_behind
@@ -38,14 +37,7 @@ class SqlCopier(Protocol):
 
     grace: float  # how long an end's copy may take before maintenance makes it instead
 
-    def copy(
-        self,
-        task_id: str,
-        live: Mapping[str, str] | TaskRecord,
-        partial: str | None,
-        detail: str | None,
-        pending: float | None,
-    ) -> None: ...
+    def copy(self, copy: SqlCopy) -> None: ...
 
 
 @dataclass
@@ -183,6 +175,6 @@ class TaskControl:
         `pending`: the task's score in SQL_PENDING, dropped once the copy lands."""
         record = fields if fields else self.live.get(task_id)
         if self.copier is not None:
-            self.copier.copy(task_id, record, partial, detail, pending)
+            self.copier.copy(SqlCopy(task_id, record, partial, detail, pending))
         else:
             write_behind(self.live.redis, self.store, task_id, record, partial, detail)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskrecord.live import dumps
 from taskrecord.record import TaskRecord
@@ -103,3 +103,14 @@ def row_from_live(live: Mapping[str, str] | TaskRecord, partial: str | None) -> 
     if live.get("id") and live.get("state"):
         return row_from_record(TaskRecord.from_hash(live), partial)
     return None
+
+
+class SqlCopy(NamedTuple):
+    """A task's copy to make: its live record as `mirror_live` takes it, the transition's
+    detail, and its SQL_PENDING score to drop once written (None: it owes none)."""
+
+    task_id: str
+    live: Mapping[str, str] | TaskRecord
+    partial: str | None
+    detail: str | None
+    pending: float | None = None

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 from taskrecord.live import LiveStore
-from taskrecord.mirror import mirror_live, row_from_live
+from taskrecord.mirror import SqlCopy, mirror_live, row_from_live
 from taskrecord.record import TaskRecord
 from taskrecord.sql_pending import forget_copied, write_behind, write_failed
 from taskrecord.store.repo import TaskStore
@@ -50,32 +50,20 @@ HOLD_SECONDS = 0.5
 GRACE_SECONDS = 30.0
 
 
-class Copy(NamedTuple):
-    """One task's copy: its live record as `mirror_live` takes it, and its SQL_PENDING score
-    to drop once written (None: it has none)."""
-
-    store: TaskStore
-    task_id: str
-    live: Mapping[str, str] | TaskRecord
-    partial: str | None
-    detail: str | None
-    pending: float | None = None
-
-
-def _run_batch(copies: list[Copy]) -> list[BaseException | None]:
+def _run_batch(store: TaskStore, copies: list[SqlCopy]) -> list[BaseException | None]:
     """On the pool's thread: each copy's failure, or None. The lot goes in one
     transaction; if that fails, one by one."""
     if len(copies) > 1:
         try:
             rows = [(row_from_live(c.live, c.partial), c.detail) for c in copies]
-            copies[0].store.upsert_many([(row, detail) for row, detail in rows if row])
+            store.upsert_many([(row, detail) for row, detail in rows if row])
             return [None] * len(copies)
         except Exception:  # each copy's own outcome below
             log.debug("batched SQL write failed; writing one by one")
     out: list[BaseException | None] = []
     for c in copies:
         try:
-            mirror_live(c.store, c.task_id, c.live, c.partial, c.detail)
+            mirror_live(store, c.task_id, c.live, c.partial, c.detail)
             out.append(None)
         except Exception as exc:  # left to maintenance by the lane
             out.append(exc)
@@ -88,12 +76,14 @@ class _Lane:
 
     def __init__(
         self,
-        landed: Callable[[list[Copy]], None],
-        failed: Callable[[Copy, BaseException], None],
+        store: TaskStore,
+        landed: Callable[[list[SqlCopy]], None],
+        failed: Callable[[SqlCopy, BaseException], None],
     ) -> None:
         from gevent.event import Event
 
-        self.copies: list[Copy] = []
+        self.store = store
+        self.copies: list[SqlCopy] = []
         self.wake = Event()
         self.full = Event()  # a batch's worth is queued, or someone waits (close)
         self.greenlet: Any = None
@@ -102,7 +92,7 @@ class _Lane:
         self.landed = landed
         self.failed = failed
 
-    def queue(self, copy: Copy) -> None:
+    def queue(self, copy: SqlCopy) -> None:
         self.copies.append(copy)
         if self.greenlet is None or self.greenlet.dead:
             import gevent
@@ -133,7 +123,7 @@ class _Lane:
                 continue
             self.busy = True
             try:
-                outcomes = pool.apply(_run_batch, (batch,))
+                outcomes = pool.apply(_run_batch, (self.store, batch))
                 for copy, exc in zip(batch, outcomes, strict=True):
                     if exc is not None:
                         self.failed(copy, exc)
@@ -168,23 +158,23 @@ class SqlWriter:
         self._live = live
         self._store = store
         self._threaded = gevent_patched()
-        self._lane = _Lane(self._landed, self._failed) if self._threaded else None
+        self._lane = _Lane(store, self._landed, self._failed) if self._threaded else None
         # Claim-time copies held back, by task id, in the order they were held.
-        self._held: dict[str, tuple[float, Copy]] = {}
+        self._held: dict[str, tuple[float, SqlCopy]] = {}
         self._releaser: Any = None
 
-    def _landed(self, copies: list[Copy]) -> None:
+    def _landed(self, copies: list[SqlCopy]) -> None:
         owed = [(c.task_id, c.pending) for c in copies if c.pending is not None]
         if owed:
             forget_copied(self._live, owed)
 
-    def _failed(self, copy: Copy, exc: BaseException) -> None:
+    def _failed(self, copy: SqlCopy, exc: BaseException) -> None:
         try:
             write_failed(self._live.redis, copy.task_id, exc)
         except Exception:  # Redis away too: its SQL_PENDING entry (an end's) still stands
             log.exception("recording a failed SQL write failed")
 
-    def _queue(self, copy: Copy) -> None:
+    def _queue(self, copy: SqlCopy) -> None:
         assert self._lane is not None  # only with gevent (`_threaded`)
         self._lane.queue(copy)
 
@@ -206,22 +196,15 @@ class SqlWriter:
             else:
                 self._release(task_id)
 
-    def copy(
-        self,
-        task_id: str,
-        live: Mapping[str, str] | TaskRecord,
-        partial: str | None,
-        detail: str | None,
-        pending: float | None,
-    ) -> None:
-        """Queue the task's copy after its earlier ones; `pending`: its SQL_PENDING score,
-        dropped once the copy landed."""
-        copy = Copy(self._store, task_id, live, partial, detail, pending)
+    def copy(self, copy: SqlCopy) -> None:
+        """Queue the task's copy after its earlier ones; `copy.pending`: its SQL_PENDING
+        score, dropped once the copy landed."""
         if not self._threaded:
-            if write_behind(self._live.redis, self._store, task_id, live, partial, detail):
+            if write_behind(self._live.redis, self._store, copy.task_id, copy.live,
+                            copy.partial, copy.detail):  # fmt: skip
                 self._landed([copy])
             return
-        self._release(task_id)
+        self._release(copy.task_id)
         self._queue(copy)
 
     def hold(self, task_id: str, record: TaskRecord, detail: str) -> None:
@@ -230,7 +213,7 @@ class SqlWriter:
             write_behind(self._live.redis, self._store, task_id, record, None, detail)
             return
         self._release(task_id)  # an earlier held copy of the same task lands first
-        copy = Copy(self._store, task_id, record, None, detail)
+        copy = SqlCopy(task_id, record, None, detail)
         self._held[task_id] = (time.monotonic() + HOLD_SECONDS, copy)
         if self._releaser is None or self._releaser.dead:
             import gevent
