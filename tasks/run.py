@@ -246,11 +246,12 @@ def finish(
     # The run's end is in hand: wait for Redis rather than lose it to a failover. Its lease
     # may run out meanwhile; then the script refuses this end and maintenance's stands.
     outcome = _waiting_out_redis(task_id, "finish", finish_once)
-    if tries > 1 and outcome.code == 0 and outcome.detail == state:
+    ended_earlier = tries > 1 and outcome.code == 0 and outcome.detail == state
+    if ended_earlier:
         # An earlier try ended it and only its answer was lost, so no SQL copy was made
         # here: maintenance copies the live record (taskrecord.sql_pending).
         remember(runtime.redis, task_id)
-    return outcome.ended
+    return outcome.ended or ended_earlier
 
 
 def _waiting_out_redis(task_id: str, what: str, call: Callable[[], T]) -> T:
