@@ -55,7 +55,12 @@ def one_record(sim: SimulatorProcess, tag: str) -> dict[str, Any]:
 
 
 def wait_disconnected(sim: SimulatorProcess, tag: str) -> dict[str, Any]:
-    records = wait_for(lambda: [r for r in sim.requests(tag) if r["disconnected"]], timeout=2.0)
+    """The tagged request once the simulator has seen its client go and closed its record
+    (it marks the disconnect first, then waits for the aborted run, then stamps ended_at)."""
+    records = wait_for(
+        lambda: [r for r in sim.requests(tag) if r["disconnected"] and r["ended_at"]],
+        timeout=2.0,
+    )
     record: dict[str, Any] = records[0]
     assert record["outcome"] == "disconnected" and record["ended_at"] is not None
     return record
