@@ -9,7 +9,7 @@ thread hand-off per write). So:
 - that claim copy is held back for up to HOLD_SECONDS: a task that ends meanwhile (most
   short ones) writes both in one transaction and its row once;
 - nobody waits for a copy: a batch gathers what arrives within BATCH_WINDOW (one
-  transaction and one thread trip for a dozen tasks rather than one per task); a run ends
+  transaction and one thread trip for several tasks rather than one per task); a run ends
   as soon as its live record has;
 - one writer thread, not one per concurrent write: no contention for SQLite's lock or
   for the GIL between writers (four lanes cost ~9 % more worker CPU per task than one).
