@@ -67,9 +67,7 @@ class TaskControl:
         task was holding back (the next in line for its V1 slot or conversation).
         `output`: the running attempt's last text, announced as progress by the same
         script (`sent`: its bytes already sent as progress)."""
-        # A copy not waited for is owed from the end's own script on: a crash before it
-        # lands leaves the task in SQL_PENDING, for maintenance once `due`.
-        due = time.time() + self.copier.grace if self.copier is not None else None
+        due = self._sql_due()
         call = self.live.calls.finalize(
             task_id, state, token=token, result=result, error=error, reason=reason,
             only_from=only_from, sql_due=due, output=output, sent=sent,
@@ -98,10 +96,11 @@ class TaskControl:
         return True
 
     def cancel(self, task_id: str, reason: str = "cancelled by request") -> Outcome:
-        answer = script_answer(self.live.run(self.live.calls.cancel(task_id, reason)))
+        due = self._sql_due()
+        answer = script_answer(self.live.run(self.live.calls.cancel(task_id, reason, due)))
         outcome = answer.outcome
         if outcome == TaskState.CANCELLED:
-            self._mirror(task_id, reason, "", answer.fields)
+            self._mirror(task_id, reason, "", answer.fields, due)
             return Outcome(True, TaskState.CANCELLED)
         if outcome == "requested":
             return Outcome(True, TaskState.RUNNING, "the worker is closing its V1 call")
@@ -161,6 +160,12 @@ class TaskControl:
             self.settings.queue_limit, run_message(task_id, record.dispatch, row.queue),
         ))  # fmt: skip
         return TaskState.QUEUED if text(created) == "1" else "conflict"
+
+    def _sql_due(self) -> float | None:
+        """When an end's copy becomes maintenance's to make, if this control's copies are not
+        waited for: owed from the end's own script on, so a crash before the copy lands
+        leaves the task in SQL_PENDING (None: copies are written in place)."""
+        return time.time() + self.copier.grace if self.copier is not None else None
 
     def _mirror(
         self,

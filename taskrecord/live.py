@@ -190,8 +190,10 @@ class LiveCalls:
         return self._call(live_scripts.REQUEUE, task_id, token, f"{delay:.3f}", dumps(error),
                           queue)  # fmt: skip
 
-    def cancel(self, task_id: str, reason: str) -> ScriptCall:
-        return self._call(live_scripts.CANCEL, task_id, reason, self.result_ttl)
+    def cancel(self, task_id: str, reason: str, sql_due: float | None = None) -> ScriptCall:
+        """`sql_due`: as `finalize`'s, for a task this call ends (queued or paused)."""
+        due = "" if sql_due is None else f"{sql_due:.6f}"
+        return self._call(live_scripts.CANCEL, task_id, reason, self.result_ttl, due)
 
     def recover(self, task_id: str, fence_token: str) -> ScriptCall:
         return self._call(live_scripts.RECOVER, task_id, fence_token)

@@ -43,6 +43,13 @@ def store(tmp_path: Path) -> Iterator[TaskStore]:
 
 def ended_task(live: LiveStore, sql_due: float | None) -> str:
     """A queued task, ended (succeeded) by finalize with `sql_due`."""
+    task_id = queued_task(live)
+    call = live.calls.finalize(task_id, "succeeded", result={"content": "ok"}, sql_due=sql_due)
+    assert finalize_result(live.run(call)).ended
+    return task_id
+
+
+def queued_task(live: LiveStore) -> str:
     task_id = f"owed-{uuid.uuid4().hex[:10]}"
     live.redis.hset(keys.task_key(task_id), mapping={
         "id": task_id, "state": "queued", "tenant": "t", "agent_id": "main", "priority": "5",
@@ -50,8 +57,6 @@ def ended_task(live: LiveStore, sql_due: float | None) -> str:
         "request": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
     })  # fmt: skip
     live.redis.expire(keys.task_key(task_id), 60)
-    call = live.calls.finalize(task_id, "succeeded", result={"content": "ok"}, sql_due=sql_due)
-    assert finalize_result(live.run(call)).ended
     return task_id
 
 
@@ -81,6 +86,19 @@ def test_an_end_is_owed_to_sql_until_its_copy_lands_or_maintenance_makes_it(
     assert pending_score(live, waiting) is not None
     forget_copied(live, [(waiting, later)])
     assert pending_score(live, waiting) is None
+
+
+def test_a_cancel_that_ends_a_task_owes_its_copy_too(live: LiveStore, store: TaskStore) -> None:
+    """A worker's revoke watcher cancels a queued task with the same unwaited copier."""
+    owed, plain = queued_task(live), queued_task(live)
+    due = time.time() - 1  # its worker died before the copy: due already
+    assert text(live.run(live.calls.cancel(owed, "revoked", sql_due=due))[0]) == "cancelled"
+    assert text(live.run(live.calls.cancel(plain, "revoked"))[0]) == "cancelled"
+    assert pending_score(live, owed) == pytest.approx(due, abs=1e-3)
+    assert pending_score(live, plain) is None
+    retry_pending(live, store)
+    row = store.get(owed)
+    assert row is not None and row.state == "cancelled" and pending_score(live, owed) is None
 
 
 def test_a_worker_drops_what_it_owed_once_its_copies_landed(system: System) -> None:

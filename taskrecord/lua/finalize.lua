@@ -55,5 +55,5 @@ else
   extra = {'error', err}
 end
 emit(state, data)
-if ARGV[13] ~= '' then redis.call('ZADD', P .. 'sql-pending', ARGV[13], TASK_ID) end
+owe_sql_copy(ARGV[13])
 return answer({1, partial}, ended(state, tonumber(ARGV[10]), extra))

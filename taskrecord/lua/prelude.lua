@@ -44,6 +44,11 @@ local function emit_for(tk, id, etype, data)
   return seq
 end
 local function emit(etype, data) return emit_for(TK, TASK_ID, etype, data) end
+-- An end whose SQL copy its ender makes without waiting (`due` '' = none): the task waits in
+-- SQL_PENDING until the copy lands (the ender drops it) or, once due, maintenance makes it.
+local function owe_sql_copy(due)
+  if due ~= '' then redis.call('ZADD', P .. 'sql-pending', due, TASK_ID) end
+end
 -- Append a running attempt's output and announce it (`data`: its progress event's data).
 -- `sent`: bytes of this attempt's output the worker knows had landed before `delta`: a delta
 -- sent again after Redis did not answer (a failover, a cut link) is not appended twice.
