@@ -49,9 +49,11 @@ def test_another_tenant_following_the_same_session_sees_only_its_own_tasks(
         with ws_connect(system.url, OTHER_API_KEY) as nosy:
             nosy.send(json.dumps({"type": "subscribe", "session_id": session, "replay": True,
                                   "cursors": {mine["task_id"]: 0}}))  # fmt: skip
-            # (Its replayed events may come before the "subscribed" reply: ws_events skips it.)
+            # (Its replayed events may come before the "subscribed" reply: ws_events skips it.
+            # They may also come after the new task's end, which is live while the replay
+            # is still being looked up: wait for both tasks' ends.)
             later = submit(beta, "beta again [sim:chunks=2]", session_id=session)
-            nosy_events = ws_events(nosy, until_terminal={later["task_id"]})
+            nosy_events = ws_events(nosy, until_terminal={theirs["task_id"], later["task_id"]})
     assert {e["task_id"] for e in alpha_events} == {mine["task_id"]}
     assert {e["task_id"] for e in beta_events} == {theirs["task_id"]}
     assert beta_events[-1]["type"] in TERMINAL
