@@ -1,8 +1,8 @@
 """Moving one task and mirroring it to SQL: cancel, pause, resume, retry, finish, requeue.
 
 One code path for every caller: the gateway (on a worker thread), the celery CLI
-sub-commands, the workers and maintenance. Workers pass `sql` so SQL writes run on gevent's
-thread pool rather than blocking their event loop.
+sub-commands, the workers and maintenance. Workers pass a `copier` (their `SqlWriter`): their
+SQL copies are batched off the event loop and not waited for, an end's copy owed meanwhile.
 """
 
 from __future__ import annotations

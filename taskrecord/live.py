@@ -85,6 +85,12 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def score_arg(score: float | None) -> str:
+    """An SQL_PENDING score as scripts take it ('' = none). The entry a script adds and the
+    one its copier later drops must be the same double, so both sides format it here."""
+    return "" if score is None else f"{score:.6f}"
+
+
 def budget_name(v1_url: str | None) -> str:
     """V1's capacity budget is per V1 gateway (URL)."""
     return hashlib.sha256((v1_url or "").encode()).hexdigest()[:12]
@@ -178,11 +184,10 @@ class LiveCalls:
         `progress` would (finalize.lua)."""
         if error is None and state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
             error = {"type": state, "message": reason or state}
-        due = "" if sql_due is None else f"{sql_due:.6f}"
         data = dumps({"delta": output}) if output else ""
         return self._call(live_scripts.FINALIZE, task_id, token, state, dumps(result or {}),
                           dumps(error or {}), reason, self.result_ttl, only_from,
-                          EWMA_WEIGHT, due, output, data, sent)  # fmt: skip
+                          EWMA_WEIGHT, score_arg(sql_due), output, data, sent)  # fmt: skip
 
     def requeue(
         self, task_id: str, token: str, delay: float, error: Mapping[str, Any], queue: str
@@ -192,8 +197,8 @@ class LiveCalls:
 
     def cancel(self, task_id: str, reason: str, sql_due: float | None = None) -> ScriptCall:
         """`sql_due`: as `finalize`'s, for a task this call ends (queued or paused)."""
-        due = "" if sql_due is None else f"{sql_due:.6f}"
-        return self._call(live_scripts.CANCEL, task_id, reason, self.result_ttl, due)
+        return self._call(live_scripts.CANCEL, task_id, reason, self.result_ttl,
+                          score_arg(sql_due))  # fmt: skip
 
     def recover(self, task_id: str, fence_token: str) -> ScriptCall:
         return self._call(live_scripts.RECOVER, task_id, fence_token)

@@ -17,7 +17,7 @@ from typing import cast
 import redis
 
 from taskrecord import keys
-from taskrecord.live import LiveStore, text
+from taskrecord.live import LiveStore, score_arg, text
 from taskrecord.live_scripts import FORGET_SQL_PENDING
 from taskrecord.mirror import mirror_live
 from taskrecord.record import BadTaskRecord, TaskRecord
@@ -62,7 +62,7 @@ def forget_copied(live: LiveStore, copied: Sequence[tuple[str, float]]) -> None:
     """These tasks' copies landed: drop their entries (those still at the score given;
     one that failed again since stays). Redis away: the entries stay, and maintenance
     copies those tasks once more (the same rows again: harmless)."""
-    args = [item for task_id, score in copied for item in (task_id, f"{score:.6f}")]
+    args = [item for task_id, score in copied for item in (task_id, score_arg(score))]
     try:
         live.scripts.run(FORGET_SQL_PENDING, [keys.SQL_PENDING], args)
     except redis.RedisError as exc:

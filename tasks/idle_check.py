@@ -5,8 +5,8 @@ the V1 client's httpx2) asks each idle keep-alive connection whether its socket 
 readable (`_utils.is_socket_readable`: a server that closed it). Under gevent's monkey
 patching that is gevent's `poll` object (about 19 us a call here, measured) and a worker
 with 50 pooled V1 connections made about 100 such checks per V1 call: ~2 ms of CPU per
-task. The check polls with timeout 0, so
-the original `poll` never blocks the hub: it is handed to httpcore2 instead (about 1.6 us).
+task. The check polls with timeout 0, so the original `poll` never blocks the hub: it is
+handed to httpcore2 instead (about 1.6 us).
 
 redis-py does the same before every command, on the connection it takes from its pool
 (`ConnectionPool.get_connection` -> hiredis parser's `_socket_can_read`, a zero-timeout
@@ -33,7 +33,8 @@ def use_native_poll() -> bool:
         return False
     if not monkey.is_module_patched("select"):
         return False
-    _redis_zero_timeout_checks(monkey.get_original("select", "poll"))
+    native_poll = monkey.get_original("select", "poll")
+    _redis_zero_timeout_checks(native_poll)
     try:
         from httpcore2 import _utils
     except ImportError:  # pragma: no cover - httpx2 depends on httpcore2
@@ -41,7 +42,7 @@ def use_native_poll() -> bool:
     if getattr(_utils, "select", None) is not select or not hasattr(_utils, "is_socket_readable"):
         return isinstance(getattr(_utils, "select", None), types.SimpleNamespace)
     _utils.select = types.SimpleNamespace(  # type: ignore[attr-defined,assignment]
-        poll=monkey.get_original("select", "poll"),
+        poll=native_poll,
         select=monkey.get_original("select", "select"),
         POLLIN=select.POLLIN,
     )

@@ -209,11 +209,11 @@ class SqlWriter:
 
     def hold(self, task_id: str, record: TaskRecord, detail: str) -> None:
         """A claim's copy: held back for HOLD_SECONDS, or until the task's next copy."""
+        copy = SqlCopy(task_id, record, None, detail)
         if not self._threaded:
-            write_behind(self._live.redis, self._store, task_id, record, None, detail)
+            self.copy(copy)  # written in place: nothing to hold it for
             return
         self._release(task_id)  # an earlier held copy of the same task lands first
-        copy = SqlCopy(task_id, record, None, detail)
         self._held[task_id] = (time.monotonic() + HOLD_SECONDS, copy)
         if self._releaser is None or self._releaser.dead:
             import gevent
