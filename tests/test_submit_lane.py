@@ -54,7 +54,13 @@ def _shape(response: httpx.Response) -> tuple[int, list[tuple[str, str]], str]:
 )
 def test_the_lane_answers_as_the_route_does(system: System, body: Any) -> None:
     raw = json.dumps(body).encode()
-    lane, route = _send(system, raw, LANE), _send(system, raw, ROUTE)
+    # The shared system's other tests finish tasks of agent `main` meanwhile: its duration
+    # estimate may turn from heuristic to learned between the two submits (seen once). It
+    # turns once, so a second pair agrees unless the two paths really differ.
+    for _ in range(2):
+        lane, route = _send(system, raw, LANE), _send(system, raw, ROUTE)
+        if _shape(lane) == _shape(route):
+            break
     assert lane.status_code != 500
     assert _shape(lane) == _shape(route)
 
