@@ -117,10 +117,18 @@ SHORT_HOSTS = ("w-short", "w-long")  # both take `short`: either can lose its ta
 
 
 def target_host(
-    snapshot: dict[str, dict[str, str]], sim: SimulatorProcess, tags: dict[str, str]
+    snapshot: dict[str, dict[str, str]],
+    sim: SimulatorProcess,
+    tags: dict[str, str],
+    silent_tags: set[str],
 ) -> str | None:
     """The `short` host to break: once every task is claimed, one that runs a task with
-    output and two whose V1 calls are under way (the simulator has them) but silent.
+    output and two silent tasks (tags in `silent_tags`) whose V1 calls are under way (the
+    simulator has them).
+
+    Quiet means a silent task, not any task without output yet: a talking task in the
+    moment before its first chunk looks the same and speaks right after (a run here picked
+    a host on two of those and had no silent victim at the kill).
 
     Only once every task is claimed: a worker killed while it still fetches can lose the
     message it takes (kombu's Redis transport pops it, then records it as unacked: a gap
@@ -129,8 +137,13 @@ def target_host(
         return None
     for host in SHORT_HOSTS:
         running = running_on(snapshot, host)
-        quiet = {t for t, f in running.items() if f.get("output_started") == "0"}
-        if quiet and len(running) > len(quiet):
+        spoken = {t for t, f in running.items() if f.get("output_started") == "1"}
+        quiet = {
+            t
+            for t, f in running.items()
+            if tags[t] in silent_tags and f.get("output_started") == "0"
+        }
+        if quiet and spoken:
             called = {tag for tag, c in v1_calls(sim, [tags[t] for t in quiet]).items() if c}
             if sum(tags[t] in called for t in quiet) >= 2:
                 return host

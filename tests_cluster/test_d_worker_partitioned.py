@@ -45,9 +45,10 @@ def test_worker_host_partitioned_then_healed(cluster: Cluster) -> None:
     rds = cluster.redis()
     with api(cluster.gateway_url("gw-a")) as client:
         ids = {submit(client, kinds[tag], tag): tag for tag in tags}
+        silent_tags = {tag for tag in tags if kinds[tag] == SILENT}
 
         def ready() -> str | None:
-            return target_host(live(rds, list(ids)), sim, ids)
+            return target_host(live(rds, list(ids)), sim, ids, silent_tags)
 
         name = wait_until(ready, 30, 0.2, "a short host to run silent and talking tasks")
         host = cluster.host(name)
