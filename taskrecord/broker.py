@@ -61,8 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(name) for name in (*QUEUES, WEBHOOK_QUEUE)],  # type: ignore[no-untyped-call]
         "task_default_queue": "short",
         "task_create_missing_queues": False,
-        # Late ack: a message stays in kombu's `unacked` hash until its task ends, so one
-        # fetched by a worker that died before claiming the task is found and put back by
+        # Late ack: a message stays in kombu's `unacked` hash until its task is claimed
+        # (claim.lua removes it; the lease covers the task from there), so one fetched by
+        # a worker that died before claiming the task is found and put back by
         # tasks.maintenance (the visibility timeout above never fires in practice).
         # Fetch only for a free slot: a worker holds no messages beyond its running tasks.
         "task_acks_late": True,

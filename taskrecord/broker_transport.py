@@ -9,6 +9,9 @@ of ~200 response callbacks, ~8 % of a short task's CPU in a gevent worker (py-sp
 one per channel serves them all. Selected through Celery's `broker_transport`
 (`taskrecord.broker.TRANSPORTS`) for `redis://` and `sentinel://` URLs; imported by kombu
 when it connects, never at start-up (see there).
+
+Their QoS acks a run message whose claim already removed its `unacked` record
+(`taskrecord.settled_messages`) without the Redis pipeline kombu sends for every ack.
 """
 
 from __future__ import annotations
@@ -16,6 +19,25 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import QoS as VirtualQoS
+
+from taskrecord import settled_messages
+
+
+class SettledQoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        settled_messages.acks_here()
+
+    def ack(self, delivery_tag: str) -> None:
+        if settled_messages.take(delivery_tag):
+            VirtualQoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]  # in memory only
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        settled_messages.take(delivery_tag)  # its task record decides; nothing to restore
+        super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
 
 
 class _OneClient:
@@ -35,11 +57,11 @@ class _OneClient:
 
 
 class Channel(_OneClient, kombu_redis.Channel):
-    pass
+    QoS = SettledQoS
 
 
 class SentinelChannel(_OneClient, kombu_redis.SentinelChannel):
-    pass
+    QoS = SettledQoS
 
 
 class Transport(kombu_redis.Transport):

@@ -145,9 +145,17 @@ class LiveCalls:
                           f"{due_at:.6f}", *flat)  # fmt: skip
 
     def claim(
-        self, task_id: str, worker: str, lease: float, token: str, dispatch: str
+        self,
+        task_id: str,
+        worker: str,
+        lease: float,
+        token: str,
+        dispatch: str,
+        delivery_tag: str = "",
     ) -> ScriptCall:
-        return self._call(live_scripts.CLAIM, task_id, worker, lease, token, dispatch)
+        """`delivery_tag`: the fetched message's, whose kombu `unacked` record goes (claim.lua)."""
+        return self._call(live_scripts.CLAIM, task_id, worker, lease, token, dispatch,
+                          delivery_tag)  # fmt: skip
 
     def renew_many(self, tasks: Sequence[tuple[str, str]], lease: float) -> ScriptCall:
         """Renew the leases of running tasks (task id, attempt token): one answer per task, in

@@ -109,8 +109,8 @@ class LostMessages:
 
     def _present(self, queued: dict[str, tuple[str, str]]) -> set[str]:
         """Ids of the run messages in the queued tasks' queue lists and, only for those not
-        found there, in kombu's `unacked` hash (it holds every running task's message: read
-        it only when a candidate is missing from the lists)."""
+        found there, in kombu's `unacked` hash (read only when a candidate is missing from the
+        lists: it can be large, e.g. messages held in a breaker wait)."""
         client = self.live.redis
         queues = {queue for _dispatch, queue in queued.values()}
         wanted = {

@@ -1,14 +1,17 @@
 """Messages fetched by a worker that died before claiming their task: put them back (run by
 `tasks.maintenance`).
 
-With acks_late, every running task's message sits in kombu's `unacked` hash (indexed by
-fetch time in `unacked_index`) until the task ends. Re-reading the oldest entries every
-round would examine the same running tasks again and again (and never reach a real orphan
-behind 200 of them), so the sweep walks `unacked_index` in fetch order with a cursor: each
-message is looked at once when it becomes ORPHAN_SECONDS old. A message whose task is
-running is settled (its claim happened; if that worker dies, lease recovery re-queues the
-task with a new dispatch and this message is stale), so it is only seen again by the slow
-full pass (every RESWEEP_SECONDS), which drops stale messages. A message held by a live
+With acks_late, a fetched message sits in kombu's `unacked` hash (indexed by fetch time in
+`unacked_index`) until its ack; our claim (claim.lua) removes a run message's record as it
+claims the task. Still, the hash can hold many messages that are not orphans: held in a
+breaker wait, or left by a worker whose claims did not remove them (an older release, a
+claim made without its delivery tag), and re-reading the oldest entries every round would
+examine the same ones again and again (and never reach a real orphan behind 200 of them),
+so the sweep walks `unacked_index` in fetch order with a cursor: each message is looked at
+once when it becomes ORPHAN_SECONDS old. A message whose task is running is settled (its
+claim happened; if that worker dies, lease recovery re-queues the task with a new dispatch
+and this message is stale), so it is only seen again by the slow full pass (every
+RESWEEP_SECONDS), which drops stale messages. A message held by a live
 worker (breaker wait) is looked at again every HELD_RECHECK seconds until its hold lapses.
 A message indexed behind the cursor (a worker whose clock lags by more than ORPHAN_SECONDS)
 waits for the next full pass.

@@ -20,7 +20,7 @@ from celery import shared_task
 from celery.worker import state as worker_state
 from greenlet import GreenletExit
 
-from taskrecord import keys
+from taskrecord import keys, settled_messages
 from taskrecord.live import ClaimResult, FinalizeResult, claim_result, text
 from taskrecord.record import TaskRecord
 from taskrecord.sql_pending import remember
@@ -59,22 +59,33 @@ WORKER_LOST_AFTER_OUTPUT = {
 }
 
 
-@shared_task(name="openclaw.run", bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
+@shared_task(  # type: ignore[untyped-decorator]
+    name="openclaw.run", bind=True, ignore_result=True, Request="tasks.run_request:RunRequest"
+)
 def run_task(self: Any, task_id: str, dispatch_no: str = "") -> str:
     runtime = get_runtime(self.app)
     worker = str(self.request.hostname or "worker")
-    return execute(runtime, task_id, dispatch_no, worker)
+    delivery_tag = str(getattr(self.request, "delivery_tag", "") or "")
+    return execute(runtime, task_id, dispatch_no, worker, delivery_tag)
 
 
-def execute(runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str) -> str:
+def execute(
+    runtime: WorkerRuntime, task_id: str, dispatch_no: str, worker: str, delivery_tag: str = ""
+) -> str:
+    """`delivery_tag`: the message's (tasks.run_request), whose kombu `unacked` record the
+    claim removes; '' = none (a call not from a worker's message)."""
     token = uuid.uuid4().hex
     live = runtime.live
-    call = live.calls.claim(task_id, worker, runtime.settings.lease_seconds, token, dispatch_no)
+    call = live.calls.claim(
+        task_id, worker, runtime.settings.lease_seconds, token, dispatch_no, delivery_tag
+    )
 
     def claim_once() -> ClaimResult | None:
         if not wait_for_breaker(runtime, task_id):
             return None
-        return claim_result(live.run(call))
+        claimed = claim_result(live.run(call))
+        settled_messages.mark(delivery_tag)  # its ack needs no Redis call now
+        return claimed
 
     # This message is the task's only one: if Redis is away (a restart) when it is claimed,
     # wait for Redis rather than let the message be acked with nothing done. A claim that

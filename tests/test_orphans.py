@@ -1,7 +1,7 @@
 """Maintenance puts back a message whose worker died between fetching and claiming it
-(`tasks.orphans`), even behind many messages of running tasks (every running task's message
-stays in kombu's `unacked` hash until it ends), and does not look at those settled messages
-again round after round."""
+(`tasks.orphans`), even behind many messages of running tasks (left in kombu's `unacked`
+hash by workers whose claims did not remove them: the test writes them as kombu would), and
+does not look at those settled messages again round after round."""
 
 from __future__ import annotations
 

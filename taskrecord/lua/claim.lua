@@ -1,6 +1,17 @@
 -- CLAIM (prepended by prelude.lua; KEYS[1] task hash, ARGV[1..4] as there).
--- ARGV[5..]: worker, lease_seconds, token, dispatch ('' = any).
+-- ARGV[5..]: worker, lease_seconds, token, dispatch ('' = any), the message's delivery tag
+-- ('' = none).
 -- Returns {outcome, ...}; on 'claimed' the task's fields follow.
+-- The message has reached its claim: from here on the task record says what becomes of the
+-- task (a lease, a parked wait woken by a new message, an end, another dispatch), so kombu's
+-- unacked copy of the message goes now and its ack has nothing left to remove (the worker's
+-- transport skips that round trip: taskrecord.settled_messages). A worker that dies after
+-- this call is covered by its lease, or a task left queued by maintenance's lost-message
+-- sweep (tasks.lost_messages); one that dies before, by that unacked copy (tasks.orphans).
+if ARGV[9] ~= '' then
+  redis.call('HDEL', UNACKED, ARGV[9])
+  redis.call('ZREM', UNACKED_INDEX, ARGV[9])
+end
 local st = redis.call('HGET', TK, 'state')
 if not st then return {'missing'} end
 if is_terminal(st) then return {'terminal', st} end

@@ -11,6 +11,9 @@ local PARTIAL = P .. 'partial:' .. TASK_ID
 local CONTROL = P .. 'control'
 local LEASES, DEADLINES, DUE = P .. 'leases', P .. 'deadlines', P .. 'dispatch-due'
 local SLOTS, WAIT = P .. 'v1slots:' .. BUDGET, P .. 'v1wait:' .. BUDGET
+-- kombu's Redis transport: each fetched message's copy (by delivery tag) and fetch time,
+-- until its ack (acks_late).
+local UNACKED, UNACKED_INDEX = 'unacked', 'unacked_index'
 
 local function now()
   local t = redis.call('TIME')
