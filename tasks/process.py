@@ -16,6 +16,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from taskrecord.settings import get_settings
+from tasks.gevent_mode import cooperative_sleeps
 from tasks.runtime import WorkerRuntime, build_runtime
 from tasks.supervision import Supervisor
 
@@ -53,6 +54,16 @@ def _quiet_http_log(**_: Any) -> None:
     task, and its formatting cost on every task. Failures are logged by the task."""
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_made_cooperative: list[str] = []
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _cooperative_sleeps(**_: Any) -> None:
+    """Before the consumer connects: its reconnects must not block the process (see
+    tasks.gevent_mode). Logged once logging is set up (at worker_ready)."""
+    _made_cooperative[:] = cooperative_sleeps()
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
@@ -93,6 +104,8 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     Flower, cancel messages) runs before the first task does."""
     get_runtime(sender.app)
     _one_result_backend(sender.app)
+    if _made_cooperative:
+        log.info("gevent sleep for %s", ", ".join(_made_cooperative))
     # What was imported and built by now lives as long as the process: out of the garbage
     # collector's full passes, which otherwise walk it all (~100 ms pauses seen mid-run,
     # holding up every task of the process; the gateway does the same).

@@ -50,6 +50,7 @@ BREAKER_FAILURES = (V1Unreachable, V1ServerError, V1Timeout, V1RateLimited, V1St
 # How long a claim or a finish waits for an unreachable Redis (a restart, a Sentinel
 # failover) before it gives up.
 REDIS_WAIT_SECONDS = 60.0
+REDIS_RETRY_PAUSE_MAX = 0.5  # between tries (one connection attempt each: cheap)
 
 WORKER_LOST_AFTER_OUTPUT = {
     "type": "worker_lost",
@@ -267,7 +268,7 @@ def finish(
 
 def _waiting_out_redis(task_id: str, what: str, call: Callable[[], T]) -> T:
     """`call()`, made again while Redis does not answer, for up to REDIS_WAIT_SECONDS."""
-    deadline, pause = time.monotonic() + REDIS_WAIT_SECONDS, 0.2
+    deadline, pause = time.monotonic() + REDIS_WAIT_SECONDS, 0.1
     while True:
         try:
             return call()
@@ -276,7 +277,8 @@ def _waiting_out_redis(task_id: str, what: str, call: Callable[[], T]) -> T:
                 raise
             log.warning("task %s: Redis unreachable at %s; trying again", task_id, what)
             gevent.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            # Soon after Redis is back, as its lease keeps running out meanwhile.
+            pause = min(pause * 2, REDIS_RETRY_PAUSE_MAX)
 
 
 def requeue(

@@ -54,17 +54,22 @@ class Watcher:
 
 
 class PeriodicWatcher(Watcher):
-    """`round()` every `interval` seconds; a failed round is logged and the next one runs."""
+    """`round()` every `interval` seconds; a failed round is logged and the next one runs,
+    after `retry_interval` (a watcher whose rounds must not wait a whole interval once Redis
+    answers again sets it shorter)."""
 
     interval = TICK
+    retry_interval: float | None = None  # None: the interval
 
     def run(self) -> None:
         while True:
+            pause = self.interval
             try:
                 self.round()
             except Exception:  # keep watching whatever one round hit
                 log.exception("%s round failed", self.name)
-            gevent.sleep(self.interval)
+                pause = self.retry_interval or self.interval
+            gevent.sleep(pause)
 
     def round(self) -> None:
         raise NotImplementedError
@@ -110,6 +115,10 @@ class LeaseRenewer(PeriodicWatcher):
         self.runtime = runtime
         self.running = running
         self.interval = max(0.5, runtime.settings.lease_seconds / 3)
+        # A failed renewal (Redis restarting, a Sentinel failover) is tried again every tick:
+        # after a whole interval (lease / 3) a lease last renewed just before the outage
+        # could run out first, and its task would be re-run beside the one still running.
+        self.retry_interval = min(TICK, self.interval)
 
     def round(self) -> None:
         tasks = list(self.running.values())
