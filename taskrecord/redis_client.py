@@ -23,6 +23,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from taskrecord.hiredis_packing import pack_with_hiredis
 from taskrecord.settings import Settings
 
 # A dead sentinel must not hold a caller for long: the next one is asked instead.
@@ -89,15 +90,17 @@ def async_redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     """An asyncio client (the gateway)."""
     sentinels = sentinel_addresses(settings)
     if not sentinels:
-        return aioredis.Redis.from_url(settings.require_redis_url(), **options)
+        return pack_with_hiredis(aioredis.Redis.from_url(settings.require_redis_url(), **options))
     manager = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_options(settings, for_asyncio=True))  # type: ignore[no-untyped-call]
-    return cast(
-        aioredis.Redis,
-        manager.master_for(
-            settings.redis_sentinel_master,
-            redis_class=aioredis.Redis,
-            **{**_primary_options(settings), **options},
-        ),
+    return pack_with_hiredis(
+        cast(
+            aioredis.Redis,
+            manager.master_for(
+                settings.redis_sentinel_master,
+                redis_class=aioredis.Redis,
+                **{**_primary_options(settings), **options},
+            ),
+        )
     )
 
 
