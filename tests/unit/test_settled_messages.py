@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
+
 from taskrecord import settled_messages
+
+
+@pytest.fixture(autouse=True)
+def no_transport_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Module state is per process: an earlier test in this pytest process (xdist runs many)
+    # may have started a worker transport here, which records this pid as the acking one.
+    monkeypatch.setattr(settled_messages, "_acking_pid", 0)
+    monkeypatch.setattr(settled_messages, "_settled", set())
 
 
 def _mark_in_child(tag: str) -> None:
