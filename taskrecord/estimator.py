@@ -48,7 +48,9 @@ class EstimateCache:
                 keys.ESTIMATES, f"{agent_id}:n", f"{agent_id}:mean"
             )
             learnt = n is not None and raw_mean is not None and int(n) >= MIN_SAMPLES
-            mean = round(float(raw_mean), 1) if learnt and raw_mean is not None else None
+            # At least 0.1 s: an agent answering in milliseconds has not a 0 s estimate
+            # (which a client may not even give: `estimated_seconds` must be > 0).
+            mean = max(0.1, round(float(raw_mean), 1)) if learnt and raw_mean else None
             if len(self._known) > 10_000:  # agents are few; never let this grow unbounded
                 self._known.clear()
             self._known[agent_id] = (time.monotonic(), mean)
