@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from taskrecord import keys, live_scripts
 from taskrecord.estimator import EWMA_WEIGHT
 from taskrecord.live_scripts import ScriptRunner
+from taskrecord.script_batch import ScriptBatcher
 from taskrecord.settings import Settings
 from taskrecord.states import TaskState
 
@@ -283,18 +284,16 @@ class LiveStore:
 
 
 class AsyncLiveStore:
-    """Asynchronous runner of the same scripts (the gateway)."""
+    """Asynchronous runner of the same scripts (the gateway): calls made in the same
+    event-loop turn share a round trip (`taskrecord.script_batch`)."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.calls = LiveCalls(settings)
-        self._scripts: dict[str, Any] = {}
+        self.batcher = ScriptBatcher(client)
 
     async def run(self, call: ScriptCall) -> Any:
-        script = self._scripts.get(call.source)
-        if script is None:
-            script = self._scripts[call.source] = self.redis.register_script(call.source)
-        return await script(keys=list(call.keys), args=list(call.args))
+        return await self.batcher.run(call.source, call.keys, call.args)
 
 
 def _flatten(mapping: Mapping[Any, Any]) -> list[Any]:
