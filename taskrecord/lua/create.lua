@@ -62,21 +62,16 @@ end
 local function extend(key, ttl)
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
-local fields = {}
-for i = FIELDS, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', TK, unpack(fields))
+redis.call('HSET', TK, unpack(ARGV, FIELDS))
 redis.call('ZADD', DEADLINES, tonumber(ARGV[7]), TASK_ID)
 redis.call('ZADD', P .. 'unpersisted', t, TASK_ID)
 redis.call('ZADD', live, t, TASK_ID)
 extend(live, live_ttl)
-local sk = session_key(TK)
-if sk then
-  -- Ordered by when each task is due: a run scheduled for later lets earlier work through.
-  local order = scheduled and fmt(due_at) or redis.call('HGET', TK, 'created_at')
-  redis.call('ZADD', sk, order, TASK_ID)
-  extend(sk, live_ttl)
-end
 if conv then
+  -- Its session's line (session_key()), ordered by when each task is due: a run scheduled
+  -- for later lets earlier work through.
+  redis.call('ZADD', conv, scheduled and fmt(due_at) or f.created_at, TASK_ID)
+  extend(conv, live_ttl)
   -- The conversation's newest tasks, live or ended (keys.session_recent_key): what a
   -- session replay lists beside SQL, which a new or just-ended task may not have reached.
   local recent = P .. 'session-recent:' .. conv_name
@@ -121,7 +116,7 @@ if #stop > 0 then
   data[if_busy == 'interrupt' and 'interrupted' or 'replaced'] = stop
   queued = cjson.encode(data)
 end
-emit('queued', queued)
+emit_for(TK, TASK_ID, 'queued', queued, {f.tenant, f.agent_id, f.session_id})
 redis.call('EXPIRE', TK, live_ttl)
 redis.call('EXPIRE', EVENTS, live_ttl)
 if #stop > 0 then

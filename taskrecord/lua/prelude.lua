@@ -30,13 +30,14 @@ local function session_key(tk)
   return P .. 'session:' .. (r[1] or '') .. ':' .. (r[2] or '') .. ':' .. r[3]
 end
 -- Append an event to a task's stream and announce it (route lets gateways fan out by
--- session without parsing): returns its seq.
-local function emit_for(tk, id, etype, data)
+-- session without parsing): returns its seq. `r`: the task's {tenant, agent_id,
+-- session_id} when the caller has them (else read from its hash).
+local function emit_for(tk, id, etype, data, r)
   local seq = redis.call('HINCRBY', tk, 'seq', 1)
   local ev = '{"type":"' .. etype .. '","task_id":"' .. id .. '","seq":' .. seq ..
     ',"ts":' .. fmt(now()) .. ',"data":' .. data .. '}'
   redis.call('XADD', P .. 'events:' .. id, 'MAXLEN', '~', MAXLEN, '0-' .. seq, 'e', ev)
-  local r = redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
+  r = r or redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
   local route = (r[1] or '') .. '\n' .. (r[2] or '') .. '\n' .. (r[3] or '')
   -- On the task's channel and its conversation's (keys.task_events_channel and
   -- session_events_channel): only gateways whose clients follow either receive it.
