@@ -9,6 +9,9 @@ sent with `call_v1.delay()`; tuned baseline: the same worker with one shared
 CPU = utime+stime of the worker process tree (prefork: parent
 + children) between just before the first submit and the moment the last task ended, / N.
 Also shown: the same minus the worker's idle CPU rate over that window, and Valkey CPU.
+Ours and the tuned baseline, the target, run in alternating rounds (`--rounds`, default 2;
+each figure is the mean of its rounds): this shared machine's speed drifts over a minute,
+and a single pair measured one after the other took the drift as a difference.
 
     .venv/bin/python -m bench.worker_cpu [--quick] [--tasks 1000]
 """
@@ -25,7 +28,7 @@ from celery import Celery
 
 from bench.api import api_client, new_tag, submit_many, wait_all_terminal
 from bench.measure import ProcWatch
-from bench.processes import Bench, plain_celery_worker
+from bench.processes import Bench, plain_celery_worker, stop_system
 from bench.report import Report, log, script_main
 from testbed import ManagedProcess
 from v1sim.process import SimulatorProcess
@@ -40,9 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=50, help="our worker's -c")
     parser.add_argument("--idle-seconds", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=150.0)
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="ours/tuned pairs (default 2, quick 1)"
+    )
     args = parser.parse_args(argv)
     if args.tasks is None:
         args.tasks = 200 if args.quick else 1000
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 2
     return args
 
 
@@ -94,7 +102,21 @@ async def run_ours(bench: Bench, sim: SimulatorProcess, args: argparse.Namespace
     figures["succeeded"] = sum(1 for s in states.values() if s == "succeeded")
     figures["gateway_ms_per_task"] = round(1000 * (g1 - g0) / args.tasks, 3)
     figures["worker"] = f"celery -A tasks worker -P gevent -c {args.concurrency} (tests.harness)"
+    stop_system(system)  # an idle system left running would add to the next round's CPU
     return figures
+
+
+def mean_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures: each number the mean of its rounds (`succeeded` their sum), the
+    rounds themselves under `rounds`."""
+    out: dict[str, Any] = dict(rounds[0])
+    for key, value in rounds[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(sum(r[key] for r in rounds) / len(rounds), 3)
+    out["succeeded"] = sum(r["succeeded"] for r in rounds)
+    out["all_terminal"] = all(r.get("all_terminal", True) for r in rounds)
+    out["rounds"] = [r["worker_ms_per_task"] for r in rounds]
+    return out
 
 
 def run_baseline(
@@ -170,15 +192,20 @@ def run(args: argparse.Namespace) -> Report:
     with Bench(NAME) as bench:
         bench.valkey()
         sim = bench.simulator(capacity=200)
-        log(NAME, f"ours: {args.tasks} instant tasks")
-        ours = asyncio.run(run_ours(bench, sim, args))
-        log(NAME, f"ours: {ours}")
+        ours_rounds: list[dict[str, Any]] = []
+        tuned_rounds: list[dict[str, Any]] = []
+        for round_no in range(1, args.rounds + 1):
+            log(NAME, f"round {round_no}, ours: {args.tasks} instant tasks")
+            ours_rounds.append(asyncio.run(run_ours(bench, sim, args)))
+            log(NAME, f"ours: {ours_rounds[-1]}")
+            log(NAME, f"round {round_no}, tuned baseline: {args.tasks} Celery calls, one "
+                      "shared httpx.Client")  # fmt: skip
+            tuned_rounds.append(run_baseline(bench, sim, args, tuned=True))
+            log(NAME, f"tuned baseline: {tuned_rounds[-1]}")
+        ours, tuned = mean_of_rounds(ours_rounds), mean_of_rounds(tuned_rounds)
         log(NAME, f"baseline: {args.tasks} plain Celery calls")
         base = run_baseline(bench, sim, args)
         log(NAME, f"baseline: {base}")
-        log(NAME, f"tuned baseline: {args.tasks} Celery calls, one shared httpx.Client")
-        tuned = run_baseline(bench, sim, args, tuned=True)
-        log(NAME, f"tuned baseline: {tuned}")
         log(NAME, f"tuned baseline with task events (-E): {args.tasks} Celery calls")
         evented = run_baseline(bench, sim, args, tuned=True, events=True)
         log(NAME, f"tuned baseline with task events: {evented}")
@@ -191,12 +218,18 @@ def run(args: argparse.Namespace) -> Report:
         ("tuned Celery with task events (-E, as Flower needs)", evented),
     )
     for label, b in compared:
+        rounds = ""
+        if args.rounds > 1:
+            rounds = f"; mean of {args.rounds} rounds: ours {ours['rounds']}"
+            if b is tuned:
+                rounds += f", tuned {tuned['rounds']}"
         report.add(
             f"worker CPU per task, vs {label}",
             ours["worker_ms_per_task"],
             "ms",
             baseline=b["worker_ms_per_task"],
-            note=f"ours {ours['succeeded']}/{args.tasks} succeeded, base {b['succeeded']}",
+            note=f"ours {ours['succeeded']}/{args.tasks * args.rounds} succeeded, base "
+            f"{b['succeeded']}{rounds}",
         )
         report.add(
             f"worker CPU per task, idle CPU subtracted, vs {label}",
