@@ -67,6 +67,14 @@ class ScriptBatcher:
     async def _send(self, batch: list[_Call]) -> None:
         self.calls += len(batch)
         self.round_trips += 1
+        try:
+            await self._send_batch(batch)
+        finally:  # cancelled itself (the loop shutting down): no caller waits for ever
+            for call in batch:
+                if not call.answer.done():
+                    call.answer.cancel()
+
+    async def _send_batch(self, batch: list[_Call]) -> None:
         if len(batch) == 1:
             await self._alone(batch[0])
             return

@@ -98,3 +98,23 @@ def test_a_caller_gone_before_its_turn_ends_disturbs_no_one(server: EmbeddedValk
     assert answers[0] == b"0" and answers[2] == b"2"
     assert isinstance(answers[1], asyncio.CancelledError)
     assert (batcher.calls, batcher.round_trips) == (2, 1)  # the gone caller's was not sent
+
+
+def test_a_batch_cut_short_leaves_no_caller_waiting(server: EmbeddedValkey) -> None:
+    async def scenario() -> list[object]:
+        client = aioredis.Redis.from_url(server.url)
+        batcher = ScriptBatcher(client)
+        try:
+            # Busy for a while (TIME stands still inside a script: count instead).
+            slow = "redis.call('INCR', KEYS[1]) for i = 1, 20000000 do end return 1"
+            calls = [asyncio.ensure_future(batcher.run(slow, ["n"], [])) for _ in range(2)]
+            await asyncio.sleep(0.05)  # sent, Valkey busy with them
+            for task in asyncio.all_tasks():  # what a loop's shutdown does: the batch's
+                if task is not asyncio.current_task() and task not in calls:  # sender
+                    task.cancel()
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        finally:
+            await client.aclose()
+
+    answers = asyncio.run(scenario())
+    assert all(isinstance(a, asyncio.CancelledError) for a in answers), answers
