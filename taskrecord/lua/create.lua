@@ -16,14 +16,12 @@ local if_busy, due_at = ARGV[15], tonumber(ARGV[16])
 local t = now()
 local scheduled = due_at > 0
 -- The conversation's busy check reads its live tasks before anything is written, so it
--- needs the session's name from the fields (the same name session_key() derives).
+-- needs the session's name from the fields (as session_key() derives it from the hash).
 local f = {}
 for i = FIELDS, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
-local conv, conv_name = nil, nil
-if (f.session_id or '') ~= '' then
-  conv_name = (f.tenant or '') .. ':' .. (f.agent_id or '') .. ':' .. f.session_id
-  conv = P .. 'session:' .. conv_name
-end
+local route = {f.tenant, f.agent_id, f.session_id}
+local conv_name = conversation_name(route)
+local conv = conv_name and P .. 'session:' .. conv_name
 -- The conversation's live tasks that are due (a run scheduled for later is not part of it
 -- yet), oldest first, and those `waiting`: all but the one in progress, its head once
 -- started (running, or waiting between attempts). Only a conversation's head runs.
@@ -116,7 +114,7 @@ if #stop > 0 then
   data[if_busy == 'interrupt' and 'interrupted' or 'replaced'] = stop
   queued = cjson.encode(data)
 end
-emit_for(TK, TASK_ID, 'queued', queued, {f.tenant, f.agent_id, f.session_id})
+emit_for(TK, TASK_ID, 'queued', queued, route)
 redis.call('EXPIRE', TK, live_ttl)
 redis.call('EXPIRE', EVENTS, live_ttl)
 if #stop > 0 then

@@ -24,10 +24,14 @@ local function is_terminal(st)
   return st == 'succeeded' or st == 'failed' or st == 'cancelled' or st == 'timed_out'
 end
 -- A conversation is (tenant, agent, session): tenants never share one, even with equal ids.
-local function session_key(tk)
-  local r = redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id')
+-- `r`: a task's {tenant, agent_id, session_id}; nil without a session.
+local function conversation_name(r)
   if not r[3] or r[3] == '' then return nil end
-  return P .. 'session:' .. (r[1] or '') .. ':' .. (r[2] or '') .. ':' .. r[3]
+  return (r[1] or '') .. ':' .. (r[2] or '') .. ':' .. r[3]
+end
+local function session_key(tk)
+  local name = conversation_name(redis.call('HMGET', tk, 'tenant', 'agent_id', 'session_id'))
+  return name and P .. 'session:' .. name
 end
 -- Append an event to a task's stream and announce it (route lets gateways fan out by
 -- session without parsing): returns its seq. `r`: the task's {tenant, agent_id,
