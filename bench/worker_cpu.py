@@ -114,7 +114,8 @@ def mean_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = round(sum(r[key] for r in rounds) / len(rounds), 3)
     out["succeeded"] = sum(r["succeeded"] for r in rounds)
-    out["all_terminal"] = all(r.get("all_terminal", True) for r in rounds)
+    if "all_terminal" in rounds[0]:  # ours only
+        out["all_terminal"] = all(r["all_terminal"] for r in rounds)
     out["rounds"] = [r["worker_ms_per_task"] for r in rounds]
     return out
 

@@ -16,7 +16,6 @@ restarted, or SCRIPT FLUSH) is loaded and that call is made again on its own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +38,9 @@ class ScriptBatcher:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self._pending: list[_Call] = []
-        self._scripts: dict[str, Any] = {}
-        self._shas: dict[str, str] = {}
+        self._scripts: dict[str, Any] = {}  # source -> redis-py's Script (its sha, its loading)
         self._sending: set[asyncio.Task[None]] = set()  # strong references until done
-        self.calls = 0  # calls made, and round trips they took (what tests and bench read)
+        self.calls = 0  # calls made, and the round trips they took (what tests read)
         self.round_trips = 0
 
     async def run(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -80,7 +78,7 @@ class ScriptBatcher:
             return
         pipe = self.client.pipeline(transaction=False)
         for call in batch:
-            pipe.execute_command("EVALSHA", self._sha(call.source), len(call.keys),
+            pipe.execute_command("EVALSHA", self._script(call.source).sha, len(call.keys),
                                  *call.keys, *call.args)  # fmt: skip
         try:
             answers = await pipe.execute(raise_on_error=False)
@@ -98,22 +96,18 @@ class ScriptBatcher:
 
     async def _alone(self, call: _Call) -> None:
         """One call through redis-py's Script (EVALSHA, loading the script if unknown)."""
-        script = self._scripts.get(call.source)
-        if script is None:
-            script = self._scripts[call.source] = self.client.register_script(call.source)
         try:
-            answer = await script(keys=list(call.keys), args=list(call.args))
+            answer = await self._script(call.source)(keys=list(call.keys), args=list(call.args))
         except Exception as exc:
             _settle(call, exc=exc)
         else:
             _settle(call, answer)
 
-    def _sha(self, source: str) -> str:
-        sha = self._shas.get(source)
-        if sha is None:
-            digest = hashlib.sha1(source.encode(), usedforsecurity=False)
-            sha = self._shas[source] = digest.hexdigest()
-        return sha
+    def _script(self, source: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
 
 
 def _settle(call: _Call, answer: Any = None, exc: BaseException | None = None) -> None:
