@@ -148,3 +148,36 @@ def target_host(
             if sum(tags[t] in called for t in quiet) >= 2:
                 return host
     return None
+
+
+def wait_for_target_host(
+    rds: redis.Redis,
+    sim: SimulatorProcess,
+    tags: dict[str, str],
+    silent_tags: set[str],
+    timeout: float = 30,
+) -> str:
+    """`target_host` once it finds one; on timeout the failure says how the tasks were
+    spread (per host: silent and talking tasks running, talking ones with output), so a
+    run where no host qualified can be told from one where nothing was claimed."""
+    try:
+        host: str = wait_until(
+            lambda: target_host(live(rds, list(tags)), sim, tags, silent_tags),
+            timeout, 0.2, "a short host to run silent and talking tasks",
+        )  # fmt: skip
+        return host
+    except AssertionError as timed_out:
+        snapshot = live(rds, list(tags))
+        spread = {}
+        for host in SHORT_HOSTS:
+            running = running_on(snapshot, host)
+            spread[host] = {
+                "silent": sum(tags[t] in silent_tags for t in running),
+                "talking": sum(tags[t] not in silent_tags for t in running),
+                "spoken": sum(f.get("output_started") == "1" for f in running.values()),
+            }
+        by_state: dict[str, int] = {}
+        for fields in snapshot.values():
+            state = fields.get("state", "?")
+            by_state[state] = by_state.get(state, 0) + 1
+        raise AssertionError(f"{timed_out}; states={by_state} running={spread}") from None

@@ -21,9 +21,9 @@ from tests_cluster.observe import (
     running_on,
     states,
     submit,
-    target_host,
     v1_calls,
     wait_all_terminal,
+    wait_for_target_host,
 )
 
 # Long enough to still run when the host is cut: a target host is chosen only once all 20
@@ -46,11 +46,7 @@ def test_worker_host_partitioned_then_healed(cluster: Cluster) -> None:
     with api(cluster.gateway_url("gw-a")) as client:
         ids = {submit(client, kinds[tag], tag): tag for tag in tags}
         silent_tags = {tag for tag in tags if kinds[tag] == SILENT}
-
-        def ready() -> str | None:
-            return target_host(live(rds, list(ids)), sim, ids, silent_tags)
-
-        name = wait_until(ready, 30, 0.2, "a short host to run silent and talking tasks")
+        name = wait_for_target_host(rds, sim, ids, silent_tags)
         host = cluster.host(name)
         host.partition()
         cut_at = time.time()
