@@ -33,6 +33,7 @@ from tasks.errors import (
     error_for_status,
 )
 from tasks.idle_check import use_native_poll
+from tasks.v1_transport import CoalescingTransport
 
 MAX_ERROR_BODY = 4096
 # After [DONE]: how long and how many lines the rest of a stream may take to be read.
@@ -67,13 +68,14 @@ class V1Client:
         # Absolute and parsed once: httpx parses a relative URL and merges it per request.
         self._chat_url = httpx.URL(base_url.rstrip("/") + "/v1/chat/completions")
         use_native_poll()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=30.0, pool=None
             ),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
-            transport=transport,
+            limits=limits,
+            transport=transport or CoalescingTransport(limits),
         )
 
     def close(self) -> None:

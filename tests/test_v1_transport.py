@@ -1,0 +1,91 @@
+"""The V1 client sends each request (head and body) in one socket write, over one kept
+connection, against the real simulator; httpcore's own stream underneath is counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore2
+import httpx2 as httpx
+
+from tasks.v1_client import V1Client
+from tasks.v1_transport import FLUSH_AT, CoalescingTransport
+from tests.harness import V1_TOKEN
+from v1sim.process import SimulatorProcess
+from v1sim.run import full_content
+
+
+class CountedStream(httpcore2.NetworkStream):
+    """httpcore's socket stream, its writes counted."""
+
+    def __init__(self, stream: httpcore2.NetworkStream, writes: list[int]) -> None:
+        self.stream, self.writes = stream, writes
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.writes.append(len(buffer))
+        self.stream.write(buffer, timeout)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, timeout)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
+class CountedBackend(httpcore2.NetworkBackend):
+    def __init__(self) -> None:
+        self.connects = 0
+        self.writes: list[int] = []
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        self.connects += 1
+        inner = httpcore2.SyncBackend().connect_tcp(
+            host, port, timeout, local_address, socket_options
+        )
+        return CountedStream(inner, self.writes)
+
+
+def client_over(simulator: SimulatorProcess, backend: CountedBackend) -> V1Client:
+    transport = CoalescingTransport(httpx.Limits(max_connections=10), network_backend=backend)
+    return V1Client(simulator.url, V1_TOKEN, transport=transport)
+
+
+def test_each_request_is_one_write_on_one_kept_connection(simulator: SimulatorProcess) -> None:
+    backend = CountedBackend()
+    client = client_over(simulator, backend)
+    try:
+        for i in range(3):
+            messages = [{"role": "user", "content": f"call {i} [sim:chunks=3]"}]
+            result = client.chat(agent_id="main", messages=messages)
+            assert result.content == full_content(3)
+            assert result.finish_reason == "stop"
+    finally:
+        client.close()
+    assert backend.connects == 1
+    assert len(backend.writes) == 3  # httpcore alone writes head and body apart: 6
+
+
+def test_a_body_past_the_hold_limit_still_arrives_whole(simulator: SimulatorProcess) -> None:
+    backend = CountedBackend()
+    client = client_over(simulator, backend)
+    words = FLUSH_AT // 2  # "wo " is 3 bytes: the body is past the limit
+    text = " ".join(["wo"] * words) + " [sim:chunks=2]"
+    try:
+        result = client.chat(agent_id="main", messages=[{"role": "user", "content": text}])
+    finally:
+        client.close()
+    assert result.content == full_content(2)
+    assert result.usage is not None and result.usage["prompt_tokens"] >= words
+    assert sum(backend.writes) > FLUSH_AT
+    assert len(backend.writes) <= 2
