@@ -3,11 +3,18 @@ connection, against the real simulator; httpcore's own stream underneath is coun
 
 from __future__ import annotations
 
+import http.server
+import json
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import httpcore2
 import httpx2 as httpx
+import pytest
 
 from tasks.v1_client import V1Client
 from tasks.v1_transport import FLUSH_AT, CoalescingTransport
@@ -31,6 +38,16 @@ class CountedStream(httpcore2.NetworkStream):
 
     def close(self) -> None:
         self.stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.NetworkStream:
+        return CountedStream(
+            self.stream.start_tls(ssl_context, server_hostname, timeout), self.writes
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self.stream.get_extra_info(info)
@@ -89,3 +106,64 @@ def test_a_body_past_the_hold_limit_still_arrives_whole(simulator: SimulatorProc
     assert result.usage is not None and result.usage["prompt_tokens"] >= words
     assert sum(backend.writes) > FLUSH_AT
     assert len(backend.writes) <= 2
+
+
+SSE_BODY = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"over tls"},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+class _SseHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(SSE_BODY)))
+        self.end_headers()
+        self.wfile.write(SSE_BODY)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_tls_endpoint_gets_each_request_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A self-signed certificate for 127.0.0.1, trusted through SSL_CERT_FILE as a
+    # deployment would trust its own CA.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    _SseHandler.bodies.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SseHandler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    backend = CountedBackend()
+    transport = CoalescingTransport(httpx.Limits(max_connections=10), network_backend=backend)
+    client = V1Client(f"https://127.0.0.1:{server.server_port}", V1_TOKEN, transport=transport)
+    try:
+        for i in range(2):
+            messages = [{"role": "user", "content": f"secret {i}"}]
+            assert client.chat(agent_id="main", messages=messages).content == "over tls"
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert [json.loads(body)["messages"][0]["content"] for body in _SseHandler.bodies] == [
+        "secret 0",
+        "secret 1",
+    ]
+    assert backend.connects == 1
+    # One encrypted write per request (the handshake goes on the socket underneath).
+    assert len(backend.writes) == 2
