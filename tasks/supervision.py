@@ -1,7 +1,8 @@
 """Starts and stops the watchers of this worker process (`tasks.watchers`,
 `tasks.recycling`), and keeps the table of running tasks they watch.
 
-One watcher per purpose, each in its own greenlet: lease renewal, deadlines (time limits and
+One watcher per purpose, each in its own greenlet (lease renewal on a native thread of its
+own: `tasks.lease_renewer`): lease renewal, deadlines (time limits and
 the one-time promotion), cancel messages on the control channel, revokes from the celery CLI
 or Flower, and the recycler (memory guard and lifetime).
 """
@@ -12,16 +13,11 @@ import logging
 
 import gevent
 
+from tasks.lease_renewer import LeaseRenewer
 from tasks.recycling import Recycler
 from tasks.running import RunningTask, RunningTasks
 from tasks.runtime import WorkerRuntime
-from tasks.watchers import (
-    CancelListener,
-    DeadlineWatcher,
-    LeaseRenewer,
-    RevokeWatcher,
-    Watcher,
-)
+from tasks.watchers import CancelListener, DeadlineWatcher, RevokeWatcher, Watcher
 
 __all__ = ["RunningTask", "Supervisor"]
 

@@ -1,7 +1,7 @@
 """The watchers of a worker process: one purpose and one greenlet each, not one per task.
 
-- `LeaseRenewer` renews every running task's lease in one pipeline (a dead process stops
-  renewing, and `tasks.maintenance` re-dispatches its tasks once the lease runs out);
+- `tasks.lease_renewer.LeaseRenewer` (its own module: it runs on a native thread) renews
+  every running task's lease;
 - `DeadlineWatcher` enforces run-time limits, promoting a short-tier task to the long tier
   once, and stops a task V1 has sent no output for STALL_SECONDS (`tasks.stalls`);
 - `CancelListener` stops a task at once when the gateway publishes a cancel for it;
@@ -25,14 +25,13 @@ from greenlet import GreenletExit
 
 from taskrecord import keys
 from taskrecord.dispatch import task_id_of
-from tasks.errors import LeaseLost, TaskCancelled, TaskTimeLimit
+from tasks.errors import TaskCancelled, TaskTimeLimit
 from tasks.running import RunningTasks
 from tasks.runtime import WorkerRuntime
 from tasks.stalls import StallCheck
 
 log = logging.getLogger(__name__)
 TICK = 0.5
-RENEW_BATCH = 50  # leases renewed per script call
 
 
 class Watcher:
@@ -105,40 +104,6 @@ class DeadlineWatcher(PeriodicWatcher):
                 )
                 continue
             task.stop(TaskTimeLimit("the task ran past its time limit"))
-
-
-class LeaseRenewer(PeriodicWatcher):
-    name = "lease renewer"
-
-    def __init__(self, runtime: WorkerRuntime, running: RunningTasks) -> None:
-        super().__init__()
-        self.runtime = runtime
-        self.running = running
-        self.interval = max(0.5, runtime.settings.lease_seconds / 3)
-        # A failed renewal (Redis restarting, a Sentinel failover) is tried again every tick:
-        # after a whole interval (lease / 3) a lease last renewed just before the outage
-        # could run out first, and its task would be re-run beside the one still running.
-        self.retry_interval = min(TICK, self.interval)
-
-    def round(self) -> None:
-        tasks = list(self.running.values())
-        if not tasks:
-            return
-        live = self.runtime.live
-        lease = self.runtime.settings.lease_seconds
-        pipe = self.runtime.redis.pipeline(transaction=False)
-        # Batches, not one script per task: at 1,000 tasks a process, half Valkey's CPU and
-        # a fifth of ours; small enough that no batch holds Valkey up for long.
-        for at in range(0, len(tasks), RENEW_BATCH):
-            batch = [(task.task_id, task.token) for task in tasks[at : at + RENEW_BATCH]]
-            live.run(live.calls.renew_many(batch, lease), pipeline=pipe)
-        outcomes = [outcome for answer in pipe.execute() for outcome in answer]
-        for task, outcome in zip(tasks, outcomes, strict=True):
-            text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-            if text == "lost":
-                task.stop(LeaseLost("another attempt owns this task"))
-            elif text == "cancel":
-                task.stop(TaskCancelled("cancelled by request"))
 
 
 class CancelListener(Watcher):
