@@ -88,12 +88,7 @@ class LeaseRenewer(PeriodicWatcher):
             )
             pause = 0.0
             while not self._thread_stop.acquire(timeout=pause):
-                pause = self.interval
-                try:
-                    self.round()
-                except Exception:  # keep renewing whatever one round hit
-                    log.exception("%s round failed", self.name)
-                    pause = self.retry_interval or self.interval
+                pause = self.round_then_pause()
         finally:
             if self._client is not self.runtime.redis:
                 self._client.close()

@@ -62,13 +62,16 @@ class PeriodicWatcher(Watcher):
 
     def run(self) -> None:
         while True:
-            pause = self.interval
-            try:
-                self.round()
-            except Exception:  # keep watching whatever one round hit
-                log.exception("%s round failed", self.name)
-                pause = self.retry_interval or self.interval
-            gevent.sleep(pause)
+            gevent.sleep(self.round_then_pause())
+
+    def round_then_pause(self) -> float:
+        """One round; how long until the next one."""
+        try:
+            self.round()
+        except Exception:  # keep watching whatever one round hit
+            log.exception("%s round failed", self.name)
+            return self.retry_interval or self.interval
+        return self.interval
 
     def round(self) -> None:
         raise NotImplementedError

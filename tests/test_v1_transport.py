@@ -8,7 +8,6 @@ import json
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,8 @@ class CountedStream(httpcore2.NetworkStream):
     def close(self) -> None:
         self.stream.close()
 
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore2.NetworkStream:
-        return CountedStream(
-            self.stream.start_tls(ssl_context, server_hostname, timeout), self.writes
-        )
+    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
+        return CountedStream(self.stream.start_tls(*args, **kwargs), self.writes)
 
     def get_extra_info(self, info: str) -> Any:
         return self.stream.get_extra_info(info)
@@ -58,19 +50,9 @@ class CountedBackend(httpcore2.NetworkBackend):
         self.connects = 0
         self.writes: list[int] = []
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.NetworkStream:
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
         self.connects += 1
-        inner = httpcore2.SyncBackend().connect_tcp(
-            host, port, timeout, local_address, socket_options
-        )
-        return CountedStream(inner, self.writes)
+        return CountedStream(httpcore2.SyncBackend().connect_tcp(*args, **kwargs), self.writes)
 
 
 def client_over(simulator: SimulatorProcess, backend: CountedBackend) -> V1Client:
