@@ -96,7 +96,9 @@ class Pool:
             asyncio.get_running_loop().create_task(self._refill())
 
     async def _refill(self) -> None:
+        """Open one more connection and give it to a waiter, or keep it idle."""
         self.count += 1
+        self.peak = max(self.peak, self.count)
         try:
             conn = await self._open()
         except OSError:
@@ -107,18 +109,7 @@ class Pool:
     async def fill(self, count: int) -> None:
         """Open idle connections until `count` are open (at most `limit`)."""
         wanted = min(count, self.limit) - self.count
-        if wanted <= 0:
-            return
-        self.count += wanted
-        self.peak = max(self.peak, self.count)
-        opened = await asyncio.gather(
-            *(self._open() for _ in range(wanted)), return_exceptions=True
-        )
-        for conn in opened:
-            if isinstance(conn, BaseException):
-                self.count -= 1
-            else:
-                self.release(conn)
+        await asyncio.gather(*(self._refill() for _ in range(wanted)))
 
     def drop_idle(self) -> None:
         """Close idle connections (servers close keep-alives idle for 5 s anyway)."""
